@@ -1,0 +1,45 @@
+# imserious: build, test, run.
+GO ?= go
+PREFIX ?= /usr/local
+SYSCONFDIR ?= $(PREFIX)/etc
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS = -s -w -X main.Version=$(VERSION) \
+	-X github.com/imserious/imserious/config.DefaultPath=$(SYSCONFDIR)/imserious.toml
+export CGO_ENABLED = 0
+
+.PHONY: all build run test test-accounts e2e bench install clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o imserious ./cmd/imserious
+
+# Runs the daemon in the foreground on the sample configuration.
+run: build
+	./imserious -c etc/imserious.toml.sample
+
+# Static checks, cross-builds, then every test with the race detector
+# (the race detector needs cgo; the daemon itself is built without).
+test:
+	@test -z "$$(gofmt -l .)" || { echo 'not gofmt-clean:'; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	GOOS=openbsd $(GO) build -o /dev/null ./...
+	GOOS=freebsd $(GO) build -o /dev/null ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)/examples
+	install -m 0755 imserious $(DESTDIR)$(PREFIX)/sbin/imserious
+	install -m 0644 etc/imserious.toml.sample $(DESTDIR)$(SYSCONFDIR)/examples/imserious.toml.sample
+
+clean:
+	rm -f imserious
+
+# Accounts the root-only tests use (run as root; idempotent).
+test-accounts:
+	id _imserious >/dev/null 2>&1 || useradd -r -M -d /var/empty -s /usr/sbin/nologin _imserious
+	id imse_alice >/dev/null 2>&1 || useradd -m -s /bin/sh imse_alice
+	id imse_bob >/dev/null 2>&1 || useradd -m -s /bin/sh imse_bob

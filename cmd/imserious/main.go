@@ -1,0 +1,151 @@
+// Command imserious runs commands when Dovecot's push notification driver
+// reports new mail. See imserious(8) and imserious.toml(5).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/daemon"
+	"github.com/imserious/imserious/logging"
+	"github.com/imserious/imserious/privsep"
+)
+
+// Version is set at build time by the Makefile.
+var Version = "devel"
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: imserious [-dn] [-c file] [file]\n       imserious -V")
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	// Children: "imserious -R net" or "imserious -R exec:NAME", started by
+	// the parent with the control channel on fd 3.
+	if len(args) == 3 && args[1] == "-R" {
+		return runChild(args[2], stdout)
+	}
+
+	fs := flag.NewFlagSet("imserious", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	debug := fs.Bool("d", false, "log at debug level")
+	check := fs.Bool("n", false, "check the configuration and exit")
+	checkT := fs.Bool("t", false, "same as -n")
+	cfgFlag := fs.String("c", "", "configuration file")
+	version := fs.Bool("V", false, "print the version")
+	if err := fs.Parse(args[1:]); err != nil {
+		fmt.Fprintf(stderr, "imserious: %v\n", err)
+		usage(stderr)
+		return 1
+	}
+	if *version {
+		fmt.Fprintln(stdout, "imserious", Version)
+		return 0
+	}
+	path := config.DefaultPath
+	switch {
+	case fs.NArg() > 1, fs.NArg() == 1 && *cfgFlag != "":
+		usage(stderr)
+		return 1
+	case fs.NArg() == 1:
+		path = fs.Arg(0)
+	case *cfgFlag != "":
+		path = *cfgFlag
+	}
+	root := os.Geteuid() == 0
+
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = cfg.Resolve(root)
+	}
+	var level slog.Level
+	if err == nil {
+		level, err = logging.EffectiveLevel(cfg.Log.MaxLevel, *debug, os.Getenv)
+		if err != nil {
+			err = fmt.Errorf("IMSERIOUS_LOG: %w", err)
+		}
+	}
+	if *check || *checkT {
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintln(stderr, "configuration OK")
+		return 0
+	}
+	if err != nil {
+		// No logger configured yet: the reason is the last line of output.
+		log := logging.New(stdout, logging.Options{Level: slog.LevelInfo, Format: "full", ShowLevel: true}, "parent")
+		for _, line := range strings.Split(err.Error(), "\n") {
+			log.Error(line)
+		}
+		log.Error("configuration invalid, not starting", "file", path)
+		return 1
+	}
+
+	logOpt := daemon.NewLogOptions(level, cfg.Log)
+	log := logging.New(stdout, logging.Options{Level: level, Format: cfg.Log.Format, ANSI: cfg.Log.ANSI,
+		Timestamp: cfg.Log.Timestamp, Target: cfg.Log.Target, ShowLevel: cfg.Log.Level}, "parent")
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// SIGHUP would kill the daemon by default; reload comes with its own
+	// issue, until then it is logged and ignored.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			log.Warn("SIGHUP: configuration reload is not supported yet; restart the daemon to apply changes")
+		}
+	}()
+
+	log.Info("starting", "version", Version, "config", path)
+	p := &daemon.Parent{Config: cfg, Root: root, Log: log, LogOpt: logOpt, Stdout: stdout}
+	if err := p.Run(ctx); err != nil {
+		log.Error("fatal", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func runChild(role string, stdout io.Writer) int {
+	// A child ignores the terminal's signals: the parent decides when it
+	// stops (it sits in its own process group anyway). Notify, not Ignore:
+	// an ignored signal would stay ignored in the commands it starts.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
+
+	ctl, err := privsep.ParentConn()
+	if err != nil {
+		fmt.Fprintf(stdout, "imserious %s: %v\n", role, err)
+		return 1
+	}
+	switch {
+	case role == "net":
+		err = daemon.RunNet(ctl, stdout)
+	case strings.HasPrefix(role, "exec:"):
+		err = daemon.RunExec(ctl, strings.TrimPrefix(role, "exec:"), stdout)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return 0
+		}
+		fmt.Fprintf(stdout, "imserious %s: %v\n", role, err)
+		return 1
+	}
+	return 0
+}

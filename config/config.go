@@ -1,0 +1,116 @@
+// Package config owns the TOML configuration: decoding, defaults, aliases,
+// validation with file, line and key in every error, and the deep check
+// behind -n (accounts, commands).
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/imserious/imserious/privsep"
+)
+
+// DefaultPath is the configuration read when none is named; the Makefile
+// may override it with -ldflags "-X ...config.DefaultPath=...".
+var DefaultPath = "/usr/local/etc/imserious.toml"
+
+// CommandPath is the PATH every command gets, and where Resolve looks for a
+// command given by bare name. It is fixed, not inherited from the daemon's
+// environment, so what runs does not depend on how the daemon was started.
+var CommandPath = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin:/usr/local/sbin"
+
+// Config is a loaded, validated configuration.
+type Config struct {
+	File              string
+	Listen            string         // "IP:port" or "[IPv6]:port", validated
+	Allow             []netip.Prefix // empty: everyone; bare IPs become /32 or /128, IPv4-mapped ones IPv4
+	Endpoint          string         // default "/notify"
+	MaxConnections    int            // default 8
+	Timeout           time.Duration  // default 5s
+	InsecurePlaintext bool
+	Auth              *Auth // nil when no [auth]
+	TLS               *TLS  // nil when no [tls]
+	Log               Log
+	Privsep           Privsep
+	Handlers          []Handler
+
+	src *source // where each key was written, for Resolve's messages
+}
+
+// Auth holds HTTP Basic credentials.
+type Auth struct {
+	User string
+	Pass string
+}
+
+// TLS names the certificate chain and key files.
+type TLS struct {
+	Cert           string        // absolute: relative paths are taken from the config file's directory
+	Key            string        // absolute, likewise
+	PeriodicReload time.Duration // 0: none
+}
+
+// Log is the [log] table.
+type Log struct {
+	MaxLevel  string // error, warn, info, debug, trace; default "info"
+	Format    string // full, compact, pretty, json; default "full"
+	ANSI      bool
+	Timestamp bool
+	Target    bool
+	Level     bool
+}
+
+// Privsep is the [privsep] table.
+type Privsep struct {
+	User   string // default "_imserious"
+	Chroot string // default "/var/empty"; absolute and clean
+}
+
+// Handler is one [[handler]] table.
+type Handler struct {
+	Line           int // line of the [[handler]] header, for messages
+	User           string
+	Event          string   // canonical CamelCase, e.g. "MessageNew"
+	Command        []string // argv as split at load time; never empty
+	Delay          time.Duration
+	LimitPeriod    time.Duration     // default 30s
+	LimitBurst     int               // default 1
+	Periodic       time.Duration     // 0: none
+	RunAs          string            // as written; "" means the default of spec §5
+	Env            map[string]string // never nil
+	CommandTimeout time.Duration     // default 10m
+	IP             []netip.Prefix    // empty: any peer allowed by Config.Allow
+
+	// Filled by Resolve.
+	Account privsep.Account // the account the command runs as
+	Path    string          // Command[0] resolved to an absolute executable path
+}
+
+// Load reads the file at path and parses it. A file that cannot be read is
+// reported as an Errors of one, wrapping the cause (errors.Is(err,
+// fs.ErrNotExist) works).
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, Errors{{File: path, Msg: fmt.Sprintf("cannot read configuration: %v", err), err: err}}
+	}
+	return Parse(path, data)
+}
+
+// Accounts returns the distinct accounts commands run as, in the order the
+// handlers first name them: one exec process each. It is meaningful only
+// after a successful Resolve.
+func (c *Config) Accounts() []privsep.Account {
+	var out []privsep.Account
+	seen := map[string]bool{}
+	for _, h := range c.Handlers {
+		if h.Account.Name == "" || seen[h.Account.Name] {
+			continue
+		}
+		seen[h.Account.Name] = true
+		out = append(out, h.Account)
+	}
+	return out
+}

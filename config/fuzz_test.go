@@ -1,0 +1,62 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// FuzzParse: any input gives either a valid configuration or Errors that
+// each say something; never a panic, never both, never neither.
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.toml")
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	for _, s := range []string{
+		"", h, locateSrc,
+		"handler = [{ user = \"a\", command = [\"x\"] }]",
+		"[[handler]]\nuser=\"u\"\ncommand=\"a 'b\"\nlimitperiod=\"1m\"\nlimit_period=\"2m\"",
+		"listen = \"0.0.0.0:1\"\n[log]\nmaxlevel = 1\n[tls]\ncert=\"c\"",
+		"allow = [\"::ffff:1.2.3.4/100\", \"fe80::1%x\"]\n[privsep]\nchroot=\"x\"",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.toml", data)
+		if err != nil {
+			var es Errors
+			if c != nil || !errors.As(err, &es) || len(es) == 0 {
+				t.Fatalf("bad failure: %v, %v", c, err)
+			}
+			for _, e := range es {
+				if e.Msg == "" || e.File != "fuzz.toml" {
+					t.Fatalf("bad error %#v", e)
+				}
+			}
+			return
+		}
+		// What the rest of the daemon relies on.
+		if c.Timeout <= 0 || c.MaxConnections < 1 || !strings.HasPrefix(c.Endpoint, "/") ||
+			!filepath.IsAbs(c.Privsep.Chroot) || c.Privsep.User == "" {
+			t.Fatalf("invalid config accepted: %+v", c)
+		}
+		for _, h := range c.Handlers {
+			if h.User == "" || len(h.Command) == 0 || h.Command[0] == "" || h.LimitBurst < 1 ||
+				h.LimitPeriod <= 0 || h.CommandTimeout <= 0 || h.Delay < 0 || h.Periodic < 0 || h.Env == nil {
+				t.Fatalf("invalid handler accepted: %+v", h)
+			}
+			for k := range h.Env {
+				if strings.HasPrefix(k, "IMSE_") || !validEnvName(k) {
+					t.Fatalf("invalid env name accepted: %q", k)
+				}
+			}
+		}
+	})
+}

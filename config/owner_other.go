@@ -1,0 +1,9 @@
+//go:build !unix
+
+package config
+
+import "io/fs"
+
+// fileOwner is unknown where there are no uids; the daemon does not run
+// there, but the package still builds for tools.
+func fileOwner(fs.FileInfo) (int, bool) { return 0, false }

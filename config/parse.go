@@ -1,0 +1,789 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/google/shlex"
+
+	"github.com/imserious/imserious/event"
+)
+
+// Defaults of spec §2.
+const (
+	DefaultListen         = "127.0.0.1:12525"
+	DefaultEndpoint       = "/notify"
+	DefaultMaxConnections = 8
+	DefaultTimeout        = 5 * time.Second
+	DefaultMaxLevel       = "info"
+	DefaultFormat         = "full"
+	DefaultPrivsepUser    = "_imserious"
+	DefaultChroot         = "/var/empty"
+	DefaultEvent          = "MessageNew"
+	DefaultLimitPeriod    = 30 * time.Second
+	DefaultLimitBurst     = 1
+	DefaultCommandTimeout = 10 * time.Minute
+
+	// MaxConnectionsLimit bounds max_connections: each slot may hold a
+	// 64 KiB body and a goroutine, and a mail server's push traffic never
+	// needs thousands at once.
+	MaxConnectionsLimit = 4096
+)
+
+// LogLevels and LogFormats are the accepted [log] values.
+var (
+	LogLevels  = []string{"error", "warn", "info", "debug", "trace"}
+	LogFormats = []string{"full", "compact", "pretty", "json"}
+)
+
+// tableSpec lists the keys of one table, canonical spelling first, and the
+// aliases accepted for them.
+type tableSpec struct {
+	name    string // as shown in hints: "the top level", "[log]", "[[handler]]"
+	keys    []string
+	aliases map[string]string // alias -> canonical
+}
+
+var (
+	topSpec = tableSpec{"the top level",
+		[]string{"listen", "allow", "endpoint", "max_connections", "timeout", "insecure_plaintext", "auth", "tls", "log", "privsep", "handler"},
+		map[string]string{"maxconnections": "max_connections", "insecureplaintext": "insecure_plaintext"}}
+	authSpec    = tableSpec{"[auth]", []string{"user", "pass"}, nil}
+	tlsSpec     = tableSpec{"[tls]", []string{"cert", "key", "periodic_reload"}, map[string]string{"periodicreload": "periodic_reload"}}
+	logSpec     = tableSpec{"[log]", []string{"max_level", "format", "ansi", "timestamp", "target", "level"}, map[string]string{"maxlevel": "max_level"}}
+	privsepSpec = tableSpec{"[privsep]", []string{"user", "chroot"}, nil}
+	handlerSpec = tableSpec{"[[handler]]",
+		[]string{"user", "event", "command", "delay", "limit_period", "limit_burst", "periodic", "run_as", "env", "command_timeout", "ip"},
+		map[string]string{"limitperiod": "limit_period", "limitburst": "limit_burst", "commandtimeout": "command_timeout", "runas": "run_as"}}
+	allSpecs = []*tableSpec{&topSpec, &authSpec, &tlsSpec, &logSpec, &privsepSpec, &handlerSpec}
+)
+
+// source remembers where keys were written, for messages produced after
+// parsing (Resolve).
+type source struct {
+	file    string
+	loc     *locator
+	written map[string][]string // pathKey of a canonical path -> the path as written (aliases)
+}
+
+// where returns the line and the key path to show for a canonical path.
+func (s *source) where(path []string) (int, string) {
+	if s == nil {
+		return 0, render(path)
+	}
+	if w, ok := s.written[pathKey(path)]; ok {
+		path = w
+	}
+	return s.loc.line(path), render(path)
+}
+
+// render shows a key path as an operator would search for it:
+// handler[2].env.DISPLAY, allow[1], handler[1].env."A B".
+func render(path []string) string {
+	var b strings.Builder
+	for i, p := range path {
+		if n, ok := strings.CutPrefix(p, "\x00#"); ok {
+			if k, err := strconv.Atoi(n); err == nil {
+				b.WriteString("[" + strconv.Itoa(k+1) + "]")
+				continue
+			}
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		bare := p != ""
+		for j := 0; j < len(p); j++ {
+			bare = bare && isBare(p[j])
+		}
+		if bare {
+			b.WriteString(p)
+		} else {
+			b.WriteString(strconv.Quote(p))
+		}
+	}
+	return b.String()
+}
+
+type parser struct {
+	file string
+	dir  string // the config file's directory, for relative TLS paths
+	src  *source
+	errs Errors
+}
+
+func (p *parser) errorf(path []string, format string, args ...any) {
+	line, key := p.src.where(path)
+	p.errs = append(p.errs, &Error{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// entry is one key's value with the path it was written at.
+type entry struct {
+	val  any
+	path []string
+}
+
+// MaxSize bounds a configuration file. Real ones are a few kilobytes; the
+// bound keeps a wrong path (a log, a core file) from being decoded at
+// length.
+const MaxSize = 1 << 20
+
+// Parse decodes a configuration, applies defaults and aliases, and checks
+// everything that can be checked without looking at the system. path
+// names the file in messages and anchors relative TLS paths. On failure it
+// returns Errors holding every problem found, in file order.
+func Parse(path string, data []byte) (*Config, error) {
+	if len(data) > MaxSize {
+		return nil, Errors{{File: path, Msg: fmt.Sprintf("configuration is %d bytes, more than the %d allowed", len(data), MaxSize)}}
+	}
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		return nil, Errors{syntaxError(path, err)}
+	}
+	src := &source{file: path, loc: locate(string(data)), written: map[string][]string{}}
+	p := &parser{file: path, dir: filepath.Dir(path), src: src}
+	if path == "" {
+		p.dir = "."
+	}
+	c := p.config(raw)
+	if len(p.errs) > 0 {
+		sortErrors(p.errs)
+		return nil, p.errs
+	}
+	c.src = src
+	return c, nil
+}
+
+func syntaxError(file string, err error) *Error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := "invalid TOML: " + pe.Message
+		if pe.LastKey != "" {
+			msg += fmt.Sprintf(" (after key %q)", pe.LastKey)
+		}
+		return &Error{File: file, Line: pe.Position.Line, Msg: msg, err: err}
+	}
+	return &Error{File: file, Msg: "invalid TOML: " + err.Error(), err: err}
+}
+
+// table checks the keys of one table against its spec and returns the
+// values under their canonical names. Unknown keys, and a key given under
+// both its spellings, are reported.
+func (p *parser) table(spec *tableSpec, base []string, m map[string]any) map[string]entry {
+	out := map[string]entry{}
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	slices.Sort(names) // messages must not depend on map order
+	for _, k := range names {
+		path := append(slices.Clip(base), k)
+		canon := k
+		if !slices.Contains(spec.keys, k) {
+			a, ok := spec.aliases[k]
+			if !ok {
+				p.unknown(spec, path, m[k])
+				continue
+			}
+			canon = a
+			if _, both := m[a]; both {
+				p.errorf(path, "%q is an alias of %q, which is also set; keep only %q", k, a, a)
+				continue
+			}
+			p.src.written[pathKey(append(slices.Clip(base), a))] = path
+		}
+		out[canon] = entry{val: m[k], path: path}
+	}
+	return out
+}
+
+func (p *parser) unknown(spec *tableSpec, path []string, v any) {
+	k := path[len(path)-1]
+	what := "key"
+	if _, ok := v.(map[string]any); ok {
+		what = "table"
+	}
+	if s := suggest(k, spec.keys); s != "" {
+		p.errorf(path, "unknown %s (did you mean %q?)", what, s)
+		return
+	}
+	// A known key in the wrong table is usually a key written after a
+	// [table] header that was meant for the top level, or the reverse.
+	var homes []string
+	for _, o := range allSpecs {
+		if o != spec && (slices.Contains(o.keys, k) || o.aliases[k] != "") {
+			homes = append(homes, o.name)
+		}
+	}
+	if len(homes) == 1 {
+		hint := "belongs in " + homes[0]
+		if homes[0] == topSpec.name {
+			hint = "belongs at the top level, before the first [table] header"
+		}
+		p.errorf(path, "unknown %s (%q %s)", what, k, hint)
+		return
+	}
+	p.errorf(path, "unknown %s", what)
+}
+
+// typeName names a decoded TOML value's type for messages.
+func typeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case map[string]any:
+		return "a table"
+	case []any:
+		return "an array"
+	case []map[string]any:
+		return "an array of tables"
+	default:
+		if _, ok := v.(fmt.Stringer); ok {
+			return "a date/time"
+		}
+		return fmt.Sprintf("a %T", v)
+	}
+}
+
+func (p *parser) str(e entry) (string, bool) {
+	s, ok := e.val.(string)
+	if !ok {
+		p.errorf(e.path, "expected a string, found %s", typeName(e.val))
+		return "", false
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		p.errorf(e.path, "must not contain NUL")
+		return "", false
+	}
+	return s, true
+}
+
+// nonEmpty is str for values that must say something.
+func (p *parser) nonEmpty(e entry) (string, bool) {
+	s, ok := p.str(e)
+	if ok && s == "" {
+		p.errorf(e.path, "must not be empty")
+		return "", false
+	}
+	return s, ok
+}
+
+func (p *parser) boolean(e entry) (bool, bool) {
+	b, ok := e.val.(bool)
+	if !ok {
+		p.errorf(e.path, "expected true or false, found %s", typeName(e.val))
+	}
+	return b, ok
+}
+
+func (p *parser) integer(e entry, lo, hi int64) (int, bool) {
+	n, ok := e.val.(int64)
+	if !ok {
+		p.errorf(e.path, "expected an integer, found %s", typeName(e.val))
+		return 0, false
+	}
+	if n < lo || n > hi {
+		p.errorf(e.path, "%d is out of range (%d to %d)", n, lo, hi)
+		return 0, false
+	}
+	return int(n), true
+}
+
+func (p *parser) duration(e entry) (time.Duration, bool) {
+	s, ok := e.val.(string)
+	if !ok {
+		p.errorf(e.path, `expected a duration string such as "30s" or "1h 30m", found %s`, typeName(e.val))
+		return 0, false
+	}
+	d, err := ParseDuration(s)
+	if err != nil {
+		p.errorf(e.path, "%v", err)
+		return 0, false
+	}
+	return d, true
+}
+
+func (p *parser) subtable(e entry) (map[string]any, bool) {
+	m, ok := e.val.(map[string]any)
+	if !ok {
+		p.errorf(e.path, "expected a table, found %s", typeName(e.val))
+	}
+	return m, ok
+}
+
+// array returns the elements of an array with their paths.
+func (p *parser) array(e entry) ([]entry, bool) {
+	a, ok := e.val.([]any)
+	if !ok {
+		p.errorf(e.path, "expected an array, found %s", typeName(e.val))
+		return nil, false
+	}
+	out := make([]entry, len(a))
+	for i, v := range a {
+		out[i] = entry{val: v, path: append(slices.Clip(e.path), indexKey(i))}
+	}
+	return out, true
+}
+
+// prefixes reads an array of CIDRs or bare IPs (allow, ip).
+func (p *parser) prefixes(e entry) []netip.Prefix {
+	elems, ok := p.array(e)
+	if !ok {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, el := range elems {
+		s, ok := p.str(el)
+		if !ok {
+			continue
+		}
+		pfx, err := parsePrefix(s)
+		if err != nil {
+			p.errorf(el.path, "%v", err)
+			continue
+		}
+		out = append(out, pfx)
+	}
+	return out
+}
+
+// parsePrefix reads a CIDR or a bare IP (one host). IPv4-mapped IPv6 forms
+// become IPv4, because peers are compared after Unmap: a mapped entry left
+// as IPv6 would never match anything. Host bits are cleared, so
+// "10.1.2.3/8" means 10.0.0.0/8, as written.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid CIDR %q: %w", s, err)
+		}
+		if a := pfx.Addr(); a.Is4In6() {
+			if pfx.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("invalid CIDR %q: an IPv4-mapped prefix must be /96 or longer", s)
+			}
+			pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+		}
+		return pfx.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid IP address or CIDR %q", s)
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("invalid IP address %q: zones cannot be matched", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func (p *parser) config(raw map[string]any) *Config {
+	c := &Config{
+		File:           p.file,
+		Listen:         DefaultListen,
+		Endpoint:       DefaultEndpoint,
+		MaxConnections: DefaultMaxConnections,
+		Timeout:        DefaultTimeout,
+		Log:            Log{MaxLevel: DefaultMaxLevel, Format: DefaultFormat},
+		Privsep:        Privsep{User: DefaultPrivsepUser, Chroot: DefaultChroot},
+	}
+	top := p.table(&topSpec, nil, raw)
+
+	var listen netip.AddrPort
+	if e, ok := top["listen"]; ok {
+		if s, ok := p.str(e); ok {
+			ap, err := netip.ParseAddrPort(s)
+			if err != nil {
+				p.errorf(e.path, "invalid address %q: want IP:port or [IPv6]:port (a literal address, not a host name)", s)
+			} else {
+				listen = ap
+				c.Listen = ap.String()
+			}
+		}
+	} else {
+		listen = netip.MustParseAddrPort(DefaultListen)
+	}
+	if e, ok := top["allow"]; ok {
+		c.Allow = p.prefixes(e)
+	}
+	if e, ok := top["endpoint"]; ok {
+		if s, ok := p.str(e); ok {
+			if err := checkEndpoint(s); err != nil {
+				p.errorf(e.path, "%v", err)
+			} else {
+				c.Endpoint = s
+			}
+		}
+	}
+	if e, ok := top["max_connections"]; ok {
+		if n, ok := p.integer(e, 1, MaxConnectionsLimit); ok {
+			c.MaxConnections = n
+		}
+	}
+	if e, ok := top["timeout"]; ok {
+		if d, ok := p.duration(e); ok {
+			c.Timeout = d
+		}
+	}
+	if e, ok := top["insecure_plaintext"]; ok {
+		c.InsecurePlaintext, _ = p.boolean(e)
+	}
+	if e, ok := top["auth"]; ok {
+		c.Auth = p.auth(e)
+	}
+	tlsSet := false
+	if e, ok := top["tls"]; ok {
+		tlsSet = true
+		c.TLS = p.tls(e)
+	}
+	if e, ok := top["log"]; ok {
+		p.log(e, &c.Log)
+	}
+	if e, ok := top["privsep"]; ok {
+		p.privsep(e, &c.Privsep)
+	}
+	if e, ok := top["handler"]; ok {
+		c.Handlers = p.handlers(e)
+	}
+
+	// Security: credentials and events must not cross a network in clear
+	// unless the operator said so in as many words.
+	if listen.IsValid() && !listen.Addr().Unmap().IsLoopback() && !tlsSet && !c.InsecurePlaintext {
+		path := []string{"listen"}
+		if e, ok := top["listen"]; ok {
+			path = e.path
+		}
+		p.errorf(path, "%s is not a loopback address and there is no [tls]: add a [tls] table with cert and key, or set insecure_plaintext = true to serve plain HTTP on the network", c.Listen)
+	}
+	return c
+}
+
+func checkEndpoint(s string) error {
+	if !strings.HasPrefix(s, "/") {
+		return fmt.Errorf("invalid endpoint %q: must start with /", s)
+	}
+	if strings.ContainsAny(s, "?#") {
+		return fmt.Errorf("invalid endpoint %q: must be a path, without ? or #", s)
+	}
+	for _, r := range s {
+		if r <= ' ' || r == 0x7f {
+			return fmt.Errorf("invalid endpoint %q: must not contain spaces or control characters", s)
+		}
+	}
+	return nil
+}
+
+func (p *parser) auth(e entry) *Auth {
+	m, ok := p.subtable(e)
+	if !ok {
+		return nil
+	}
+	t := p.table(&authSpec, e.path, m)
+	a := &Auth{}
+	if u, ok := t["user"]; ok {
+		if s, ok := p.nonEmpty(u); ok {
+			if strings.Contains(s, ":") {
+				p.errorf(u.path, "must not contain ':' (HTTP Basic separates user and password with it)")
+			}
+			a.User = s
+		}
+	} else {
+		p.errorf(append(slices.Clip(e.path), "user"), "missing: [auth] needs both user and pass")
+	}
+	if pw, ok := t["pass"]; ok {
+		a.Pass, _ = p.nonEmpty(pw)
+	} else {
+		p.errorf(append(slices.Clip(e.path), "pass"), "missing: [auth] needs both user and pass")
+	}
+	return a
+}
+
+func (p *parser) tls(e entry) *TLS {
+	m, ok := p.subtable(e)
+	if !ok {
+		return nil
+	}
+	t := p.table(&tlsSpec, e.path, m)
+	out := &TLS{}
+	for _, k := range []string{"cert", "key"} {
+		f, ok := t[k]
+		if !ok {
+			p.errorf(append(slices.Clip(e.path), k), "missing: [tls] needs both cert and key")
+			continue
+		}
+		s, ok := p.nonEmpty(f)
+		if !ok {
+			continue
+		}
+		// Relative paths are taken from the configuration's directory, not
+		// the daemon's working directory, which rc scripts do not fix.
+		if !filepath.IsAbs(s) {
+			s = filepath.Join(p.dir, s)
+			if abs, err := filepath.Abs(s); err == nil {
+				s = abs
+			}
+		}
+		if k == "cert" {
+			out.Cert = s
+		} else {
+			out.Key = s
+		}
+	}
+	if f, ok := t["periodic_reload"]; ok {
+		out.PeriodicReload, _ = p.duration(f)
+	}
+	return out
+}
+
+func (p *parser) log(e entry, l *Log) {
+	m, ok := p.subtable(e)
+	if !ok {
+		return
+	}
+	t := p.table(&logSpec, e.path, m)
+	if f, ok := t["max_level"]; ok {
+		if s, ok := p.str(f); ok {
+			if v := strings.ToLower(s); slices.Contains(LogLevels, v) {
+				l.MaxLevel = v
+			} else {
+				p.errorf(f.path, "invalid level %q: want one of %s", s, strings.Join(LogLevels, ", "))
+			}
+		}
+	}
+	if f, ok := t["format"]; ok {
+		if s, ok := p.str(f); ok {
+			if v := strings.ToLower(s); slices.Contains(LogFormats, v) {
+				l.Format = v
+			} else {
+				p.errorf(f.path, "invalid format %q: want one of %s", s, strings.Join(LogFormats, ", "))
+			}
+		}
+	}
+	for k, dst := range map[string]*bool{"ansi": &l.ANSI, "timestamp": &l.Timestamp, "target": &l.Target, "level": &l.Level} {
+		if f, ok := t[k]; ok {
+			*dst, _ = p.boolean(f)
+		}
+	}
+}
+
+func (p *parser) privsep(e entry, ps *Privsep) {
+	m, ok := p.subtable(e)
+	if !ok {
+		return
+	}
+	t := p.table(&privsepSpec, e.path, m)
+	if f, ok := t["user"]; ok {
+		if s, ok := p.nonEmpty(f); ok {
+			if strings.ContainsAny(s, ":\n") {
+				p.errorf(f.path, "%q is not a valid account name", s)
+			} else {
+				ps.User = s
+			}
+		}
+	}
+	if f, ok := t["chroot"]; ok {
+		if s, ok := p.nonEmpty(f); ok {
+			if filepath.IsAbs(s) {
+				ps.Chroot = filepath.Clean(s)
+			} else {
+				p.errorf(f.path, "%q is not an absolute path", s)
+			}
+		}
+	}
+}
+
+func (p *parser) handlers(e entry) []Handler {
+	var tables []map[string]any
+	switch v := e.val.(type) {
+	case []map[string]any: // [[handler]]
+		tables = v
+	case []any: // handler = [{...}, {...}]
+		for i, el := range v {
+			m, ok := el.(map[string]any)
+			if !ok {
+				p.errorf(append(slices.Clip(e.path), indexKey(i)), "expected a table, found %s", typeName(el))
+				continue
+			}
+			tables = append(tables, m)
+		}
+		if len(tables) != len(v) {
+			return nil
+		}
+	default:
+		p.errorf(e.path, "expected an array of tables ([[handler]]), found %s", typeName(e.val))
+		return nil
+	}
+	out := make([]Handler, 0, len(tables))
+	for i, m := range tables {
+		out = append(out, p.handler(append(slices.Clip(e.path), indexKey(i)), m))
+	}
+	return out
+}
+
+func (p *parser) handler(base []string, m map[string]any) Handler {
+	h := Handler{
+		Line:           p.src.loc.line(base),
+		Event:          DefaultEvent,
+		LimitPeriod:    DefaultLimitPeriod,
+		LimitBurst:     DefaultLimitBurst,
+		CommandTimeout: DefaultCommandTimeout,
+		Env:            map[string]string{},
+	}
+	t := p.table(&handlerSpec, base, m)
+	if f, ok := t["user"]; ok {
+		h.User, _ = p.nonEmpty(f)
+	} else {
+		p.errorf(append(slices.Clip(base), "user"), "missing: every [[handler]] needs the Dovecot user it serves")
+	}
+	if f, ok := t["event"]; ok {
+		if s, ok := p.str(f); ok {
+			if name, ok := canonicalEvent(s); ok {
+				h.Event = name
+			} else {
+				p.errorf(f.path, "unknown event %q: want one of %s", s, strings.Join(event.Names[:], ", "))
+			}
+		}
+	}
+	if f, ok := t["command"]; ok {
+		h.Command = p.command(f)
+	} else {
+		p.errorf(append(slices.Clip(base), "command"), "missing: every [[handler]] needs a command")
+	}
+	for k, dst := range map[string]*time.Duration{
+		"delay": &h.Delay, "periodic": &h.Periodic,
+		"limit_period": &h.LimitPeriod, "command_timeout": &h.CommandTimeout,
+	} {
+		if f, ok := t[k]; ok {
+			if d, ok := p.duration(f); ok {
+				*dst = d
+			}
+		}
+	}
+	if f, ok := t["limit_burst"]; ok {
+		if n, ok := p.integer(f, 1, 1<<20); ok {
+			h.LimitBurst = n
+		}
+	}
+	if f, ok := t["run_as"]; ok {
+		if s, ok := p.nonEmpty(f); ok {
+			if strings.ContainsAny(s, ":\n") {
+				p.errorf(f.path, "%q is not a valid account name", s)
+			} else {
+				h.RunAs = s
+			}
+		}
+	}
+	if f, ok := t["env"]; ok {
+		p.env(f, h.Env)
+	}
+	if f, ok := t["ip"]; ok {
+		h.IP = p.prefixes(f)
+	}
+	return h
+}
+
+func canonicalEvent(s string) (string, bool) {
+	for _, n := range event.Names {
+		if strings.EqualFold(n, s) {
+			return n, true
+		}
+	}
+	return "", false
+}
+
+// command reads a command line, split like a POSIX shell would split it
+// but never given to one, or an argv array taken as is.
+func (p *parser) command(f entry) []string {
+	var argv []string
+	switch v := f.val.(type) {
+	case string:
+		s, ok := p.str(f)
+		if !ok {
+			return nil
+		}
+		args, err := shlex.Split(s)
+		if err != nil {
+			why := err.Error()
+			switch {
+			case strings.Contains(why, "closing quote"):
+				why = "unbalanced quote"
+			case strings.Contains(why, "escape"):
+				why = "ends with a backslash"
+			}
+			p.errorf(f.path, "cannot split %q: %s", s, why)
+			return nil
+		}
+		argv = args
+	case []any:
+		elems, _ := p.array(f)
+		for _, el := range elems {
+			s, ok := p.str(el)
+			if !ok {
+				return nil
+			}
+			argv = append(argv, s)
+		}
+	default:
+		p.errorf(f.path, "expected a string or an array of strings, found %s", typeName(v))
+		return nil
+	}
+	if len(argv) == 0 {
+		p.errorf(f.path, "empty command")
+		return nil
+	}
+	if argv[0] == "" {
+		p.errorf(f.path, "empty program name")
+		return nil
+	}
+	return argv
+}
+
+func (p *parser) env(f entry, dst map[string]string) {
+	m, ok := p.subtable(f)
+	if !ok {
+		return
+	}
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		e := entry{val: m[k], path: append(slices.Clip(f.path), k)}
+		switch {
+		case !validEnvName(k):
+			p.errorf(e.path, "invalid variable name: want letters, digits and _, not starting with a digit")
+			continue
+		case strings.HasPrefix(k, "IMSE_"):
+			p.errorf(e.path, "names starting with IMSE_ are reserved for the event")
+			continue
+		}
+		if s, ok := p.str(e); ok {
+			dst[k] = s
+		}
+	}
+}
+
+func validEnvName(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

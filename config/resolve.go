@@ -1,0 +1,263 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/imserious/imserious/privsep"
+)
+
+// Resolve is the deep check behind -n and the last step before starting:
+// it looks at the system the configuration names. root says whether the
+// daemon runs as root, which decides whose accounts commands run as (spec
+// §5). It fills Handler.Account and Handler.Path and returns Errors with
+// every problem found. It changes nothing on the system (a missing chroot
+// is created by the daemon at start, not here).
+func (c *Config) Resolve(root bool) error {
+	r := &resolver{c: c}
+	if root {
+		r.rootAccounts()
+		r.privsepUser()
+		r.chroot()
+	} else {
+		r.userAccounts()
+	}
+	for i := range c.Handlers {
+		r.command(i)
+	}
+	if c.TLS != nil {
+		r.tlsFile([]string{"tls", "cert"}, c.TLS.Cert)
+		r.tlsFile([]string{"tls", "key"}, c.TLS.Key)
+	}
+	if len(r.errs) == 0 {
+		return nil
+	}
+	sortErrors(r.errs)
+	return r.errs
+}
+
+type resolver struct {
+	c    *Config
+	errs Errors
+}
+
+func (r *resolver) errorf(path []string, cause error, format string, args ...any) {
+	line, key := r.c.src.where(path)
+	r.errs = append(r.errs, &Error{File: r.c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...), err: cause})
+}
+
+func handlerPath(i int, key string) []string {
+	return []string{"handler", indexKey(i), key}
+}
+
+// rootAccounts picks each handler's account when started as root.
+//
+// Security: this decides the uid commands run as. uid 0 is refused here
+// whatever the name, so a misconfiguration can never run a command as root.
+func (r *resolver) rootAccounts() {
+	for i := range r.c.Handlers {
+		h := &r.c.Handlers[i]
+		h.Account = privsep.Account{}
+		name, key := h.RunAs, "run_as"
+		if name == "" {
+			name, key = h.User, "user"
+		}
+		a, err := privsep.LookupAccount(name)
+		switch {
+		case errors.Is(err, privsep.ErrNoAccount) && key == "user":
+			r.errorf(handlerPath(i, key), err, "handler user %q is not a system account; set run_as", name)
+			continue
+		case errors.Is(err, privsep.ErrNoAccount):
+			r.errorf(handlerPath(i, key), err, "account %q does not exist", name)
+			continue
+		case err != nil:
+			r.errorf(handlerPath(i, key), err, "cannot look up account %q: %v", name, err)
+			continue
+		case a.UID == 0:
+			r.errorf(handlerPath(i, key), nil, "account %q has uid 0: commands never run as root; set run_as to an unprivileged account", name)
+			continue
+		}
+		h.Account = a
+	}
+}
+
+// userAccounts gives every handler the invoking user's account: without
+// root there is no uid to change to, and a run_as naming someone else
+// would silently not be honoured.
+func (r *resolver) userAccounts() {
+	cur, err := privsep.Current()
+	if err != nil {
+		r.errs = append(r.errs, &Error{File: r.c.File, Msg: fmt.Sprintf("cannot look up the invoking user: %v", err), err: err})
+		return
+	}
+	for i := range r.c.Handlers {
+		h := &r.c.Handlers[i]
+		h.Account = privsep.Account{}
+		if h.RunAs != "" && h.RunAs != cur.Name {
+			// Another name for the same uid is still the invoking user.
+			if a, err := privsep.LookupAccount(h.RunAs); err != nil || a.UID != cur.UID {
+				r.errorf(handlerPath(i, "run_as"), nil, "not started as root, so commands run as the invoking user %q, not %q: remove run_as or start imserious as root", cur.Name, h.RunAs)
+				continue
+			}
+		}
+		h.Account = cur
+	}
+}
+
+// privsepUser checks the network process's account.
+//
+// Security: the network process faces the network; it must not be root and
+// must not share a uid with any command's account, or a compromise of it
+// could signal, trace or impersonate those processes.
+func (r *resolver) privsepUser() {
+	path := []string{"privsep", "user"}
+	name := r.c.Privsep.User
+	a, err := privsep.LookupAccount(name)
+	switch {
+	case errors.Is(err, privsep.ErrNoAccount):
+		r.errorf(path, err, "account %q does not exist; create it, e.g. \"useradd -r -d /var/empty -s /usr/sbin/nologin %s\" (Linux) or \"useradd -d /var/empty -s /sbin/nologin %s\" (BSD)", name, name, name)
+		return
+	case err != nil:
+		r.errorf(path, err, "cannot look up account %q: %v", name, err)
+		return
+	case a.UID == 0:
+		r.errorf(path, nil, "account %q has uid 0: the network process must run unprivileged", name)
+		return
+	}
+	seen := map[string]bool{}
+	for i, h := range r.c.Handlers {
+		if h.Account.Name == "" || seen[h.Account.Name] || h.Account.UID != a.UID {
+			continue
+		}
+		seen[h.Account.Name] = true
+		r.errorf(path, nil, "account %q (uid %d) is also the account of handler[%d] (%q): the network process must not share a uid with any command", name, a.UID, i+1, h.Account.Name)
+	}
+}
+
+// chroot checks the network process's chroot directory if it exists.
+//
+// Security: the directory must be root's, not writable by anyone else and
+// empty, so the confined process finds nothing to use and cannot plant
+// anything there. A symbolic link is refused: what it points to could be
+// swapped after this check.
+func (r *resolver) chroot() {
+	path := []string{"privsep", "chroot"}
+	dir := r.c.Privsep.Chroot
+	if !filepath.IsAbs(dir) {
+		r.errorf(path, nil, "%q is not an absolute path", dir)
+		return
+	}
+	fi, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return // the daemon creates it, root-owned 0755, when it starts
+	case err != nil:
+		r.errorf(path, err, "cannot check %s: %v", dir, err)
+		return
+	case fi.Mode()&fs.ModeSymlink != 0:
+		r.errorf(path, nil, "%s is a symbolic link: name the directory itself", dir)
+		return
+	case !fi.IsDir():
+		r.errorf(path, nil, "%s is not a directory", dir)
+		return
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		r.errorf(path, nil, "%s is writable by group or others (mode %04o): run chmod go-w %s", dir, fi.Mode().Perm(), dir)
+	}
+	if uid, ok := fileOwner(fi); ok && uid != 0 {
+		r.errorf(path, nil, "%s is owned by uid %d, not root: run chown root %s", dir, uid, dir)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		r.errorf(path, err, "cannot read %s: %v", dir, err)
+		return
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	switch {
+	case err == nil && len(names) > 0:
+		r.errorf(path, nil, "%s is not empty (it holds %q): the network process's chroot must be an empty directory", dir, names[0])
+	case err != nil && err != io.EOF:
+		r.errorf(path, err, "cannot read %s: %v", dir, err)
+	}
+}
+
+// command resolves a handler's program to the absolute path exec will run.
+func (r *resolver) command(i int) {
+	h := &r.c.Handlers[i]
+	h.Path = ""
+	if len(h.Command) == 0 {
+		r.errorf(handlerPath(i, "command"), nil, "empty command")
+		return
+	}
+	p, err := lookCommand(h.Command[0])
+	if err != nil {
+		r.errorf(handlerPath(i, "command"), err, "%v", err)
+		return
+	}
+	h.Path = p
+}
+
+// lookCommand finds name as exec will: an absolute path as is, a bare name
+// in CommandPath (never the daemon's own PATH). A relative path with a
+// slash is refused, as its meaning would depend on the working directory.
+func lookCommand(name string) (string, error) {
+	if filepath.IsAbs(name) {
+		p := filepath.Clean(name)
+		if err := checkExecutable(p); err != nil {
+			return "", err
+		}
+		return p, nil
+	}
+	if strings.Contains(name, "/") {
+		return "", fmt.Errorf("%q is a relative path: give an absolute path, or a bare name to search in %s", name, CommandPath)
+	}
+	for _, dir := range filepath.SplitList(CommandPath) {
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if checkExecutable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%q: no executable file of that name in %s", name, CommandPath)
+}
+
+func checkExecutable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return fmt.Errorf("command %s: %w", p, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("command %s: not a regular file", p)
+	}
+	if fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("command %s: not executable (mode %04o)", p, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// tlsFile checks that a certificate or key file can be read. Whether the
+// pair parses and matches is the TLS loader's job (tlsreload), which -n
+// runs as well.
+func (r *resolver) tlsFile(path []string, name string) {
+	f, err := os.Open(name)
+	if err != nil {
+		r.errorf(path, err, "cannot read %s: %v", name, err)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		r.errorf(path, err, "cannot read %s: %v", name, err)
+	case !fi.Mode().IsRegular():
+		r.errorf(path, nil, "%s is not a regular file", name)
+	}
+}

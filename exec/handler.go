@@ -1,0 +1,306 @@
+package exec
+
+import (
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/event"
+)
+
+// phase is where a handler's pending event run stands.
+type phase int
+
+const (
+	noPending    phase = iota // no event waiting for a run
+	waitDelay                 // the burst's delay timer is armed
+	waitToken                 // a token is reserved; the timer fires when it is due
+	waitRun                   // blocked by the running command; needs a token after it
+	waitRunToken              // blocked by the running command; its token is already due
+)
+
+// handler is the scheduling state machine of one [[handler]]. Everything
+// is driven by Clock timers and by runs ending: an idle handler has at most
+// its periodic timer armed and no goroutine.
+type handler struct {
+	x     *Exec
+	cfg   *config.Handler
+	index int
+	log   *slog.Logger
+	base  []string // BaseEnv(cfg), computed once
+	lim   *rate.Limiter
+
+	mu      sync.Mutex
+	stopped bool
+	running bool
+	runs    int // runs launched so far, for logs and tests
+	phase   phase
+	// The pending event run: how many events it covers, and the last one.
+	count  int
+	last   event.Event
+	remote netip.AddrPort
+
+	// Timers carry a generation: Stop cannot recall a callback already on
+	// its way, so a callback whose generation is stale does nothing.
+	wait        Timer
+	waitGen     uint64
+	periodic    Timer
+	periodicGen uint64
+}
+
+func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
+	burst := cfg.LimitBurst
+	if burst < 1 {
+		burst = 1 // config guarantees >= 1; a 0 burst would refuse every run
+	}
+	limit := rate.Inf
+	if cfg.LimitPeriod > 0 {
+		limit = rate.Every(cfg.LimitPeriod)
+	}
+	return &handler{
+		x:     x,
+		cfg:   cfg,
+		index: i,
+		log:   x.log.With("handler", i, "user", cfg.User, "event", cfg.Event),
+		base:  BaseEnv(cfg),
+		lim:   rate.NewLimiter(limit, burst),
+	}
+}
+
+func (h *handler) matches(ev *event.Event, remote netip.AddrPort) bool {
+	if ev.User != h.cfg.User || ev.Event != h.cfg.Event {
+		return false
+	}
+	if len(h.cfg.IP) == 0 {
+		return true
+	}
+	// IPv4-mapped peers are compared as IPv4, as the allow list does.
+	addr := remote.Addr().Unmap()
+	if !addr.IsValid() {
+		return false
+	}
+	for _, p := range h.cfg.IP {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *handler) start() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.stopped && !h.running && h.periodic == nil {
+		h.armPeriodic()
+	}
+}
+
+func (h *handler) deliver(ev event.Event, remote netip.AddrPort) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		h.log.Warn("event after shutdown dropped", "remote", remote.String())
+		return
+	}
+	if h.phase == noPending {
+		h.count = 0
+	}
+	h.count++
+	h.last = ev
+	h.remote = remote
+	switch {
+	case h.phase != noPending:
+		h.log.Debug("event coalesced into pending run", "count", h.count)
+	case h.running:
+		// Not idle: no new delay, the run after this one goes through
+		// the limiter when the command ends.
+		h.phase = waitRun
+		h.log.Debug("event pending until the running command ends")
+	case h.cfg.Delay > 0:
+		// A burst starts; later events do not extend the delay.
+		h.phase = waitDelay
+		h.armWait(h.cfg.Delay, h.delayDone)
+		h.log.Debug("burst started, run delayed", "delay", h.cfg.Delay.String())
+	default:
+		h.acquire()
+	}
+}
+
+// acquire takes a token for the pending event run and starts it, or arms
+// a timer for when the token is due. Over the limit a run is deferred,
+// never dropped. Must be called with mu held and no command running.
+func (h *handler) acquire() {
+	now := h.x.clock.Now()
+	r := h.lim.ReserveN(now, 1)
+	if !r.OK() {
+		// Cannot happen with burst >= 1; running is better than losing
+		// the event.
+		h.log.Error("rate limiter refused a reservation, running anyway")
+		h.startEvent()
+		return
+	}
+	d := r.DelayFrom(now)
+	if d <= 0 {
+		h.startEvent()
+		return
+	}
+	h.phase = waitToken
+	h.armWait(d, h.tokenDue)
+	h.log.Info("run deferred by rate limit", "wait", d.String(), "count", h.count)
+}
+
+func (h *handler) delayDone(gen uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || gen != h.waitGen || h.phase != waitDelay {
+		return
+	}
+	h.wait = nil
+	if h.running { // a periodic run started during the delay
+		h.phase = waitRun
+		return
+	}
+	h.acquire()
+}
+
+func (h *handler) tokenDue(gen uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || gen != h.waitGen || h.phase != waitToken {
+		return
+	}
+	h.wait = nil
+	if h.running { // a periodic run started while waiting for the token
+		h.phase = waitRunToken
+		return
+	}
+	h.startEvent()
+}
+
+func (h *handler) periodicDue(gen uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || gen != h.periodicGen {
+		return
+	}
+	h.periodic = nil
+	if h.running {
+		// Not stacked: the periodic clock restarts when the run ends.
+		return
+	}
+	// Periodic runs neither wait for nor spend tokens, and leave a
+	// pending event run where it is.
+	h.launch(Job{
+		Handler: h.cfg,
+		Index:   h.index,
+		Trigger: TriggerPeriodic,
+		Env:     periodicEnv(h.base, h.cfg),
+	})
+}
+
+// startEvent starts the pending event run. Must be called with mu held.
+func (h *handler) startEvent() {
+	j := Job{
+		Handler: h.cfg,
+		Index:   h.index,
+		Trigger: TriggerEvent,
+		Count:   h.count,
+		Env:     eventEnv(h.base, &h.last, h.count, h.remote),
+	}
+	h.phase = noPending
+	h.count = 0
+	h.last = event.Event{}
+	h.remote = netip.AddrPort{}
+	h.launch(j)
+}
+
+// launch runs j in its own goroutine. Must be called with mu held.
+func (h *handler) launch(j Job) {
+	if h.running || h.stopped {
+		// The state machine never gets here; asserting it keeps a bug
+		// from running two copies of a command.
+		panic("exec: launch while running or stopped")
+	}
+	h.running = true
+	h.runs++
+	// The periodic clock counts from the end of the last run.
+	h.stopPeriodic()
+	h.x.wg.Add(1)
+	go func() {
+		defer h.x.wg.Done()
+		h.x.runner.Run(h.x.ctx, j)
+		h.runEnded()
+		if h.x.ended != nil {
+			h.x.ended(h.index)
+		}
+	}()
+}
+
+// runEnded moves on after a run: the periodic clock restarts, and a
+// pending event run goes through the limiter (or starts, its token due).
+func (h *handler) runEnded() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.running = false
+	if h.stopped {
+		return
+	}
+	h.armPeriodic()
+	switch h.phase {
+	case waitRun:
+		h.acquire()
+	case waitRunToken:
+		h.startEvent()
+	}
+}
+
+// stop ends all scheduling, logs a pending run that will not happen and
+// reports whether a command is still running.
+func (h *handler) stop() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+	h.stopWait()
+	h.stopPeriodic()
+	if h.phase != noPending {
+		h.log.Warn("pending run dropped at shutdown", "count", h.count, "remote", h.remote.String())
+		h.phase = noPending
+		h.count = 0
+	}
+	return h.running
+}
+
+func (h *handler) armWait(d time.Duration, f func(uint64)) {
+	h.stopWait()
+	gen := h.waitGen
+	h.wait = h.x.clock.AfterFunc(d, func() { f(gen) })
+}
+
+func (h *handler) stopWait() {
+	h.waitGen++
+	if h.wait != nil {
+		h.wait.Stop()
+		h.wait = nil
+	}
+}
+
+func (h *handler) armPeriodic() {
+	h.stopPeriodic()
+	if h.cfg.Periodic <= 0 {
+		return
+	}
+	gen := h.periodicGen
+	h.periodic = h.x.clock.AfterFunc(h.cfg.Periodic, func() { h.periodicDue(gen) })
+}
+
+func (h *handler) stopPeriodic() {
+	h.periodicGen++
+	if h.periodic != nil {
+		h.periodic.Stop()
+		h.periodic = nil
+	}
+}
