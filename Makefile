@@ -2,6 +2,7 @@
 GO ?= go
 PREFIX ?= /usr/local
 SYSCONFDIR ?= $(PREFIX)/etc
+MANDIR ?= $(PREFIX)/man
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS = -s -w -X main.Version=$(VERSION) \
 	-X github.com/imserious/imserious/config.DefaultPath=$(SYSCONFDIR)/imserious.toml
@@ -14,9 +15,16 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o imserious ./cmd/imserious
 
-# Runs the daemon in the foreground on the sample configuration.
+# Runs the daemon in the foreground on the sample configuration. The sample
+# is for a non-root user; as root, run it as nobody (same processes, no uid
+# changes) rather than require the accounts privilege separation needs.
 run: build
-	./imserious -c etc/imserious.toml.sample
+	@if [ "$$(id -u)" = 0 ]; then \
+		echo "make run: started as root, running the sample as nobody (see README: Running as root)"; \
+		exec runuser -u nobody -- ./imserious -c etc/imserious.toml.sample; \
+	else \
+		exec ./imserious -c etc/imserious.toml.sample; \
+	fi
 
 # Static checks, cross-builds, then every test with the race detector
 # (the race detector needs cgo; the daemon itself is built without).
@@ -31,7 +39,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 install: build
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)/examples
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(SYSCONFDIR)/examples \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 man/imserious.8 $(DESTDIR)$(MANDIR)/man8/imserious.8
+	install -m 0644 man/imserious.toml.5 $(DESTDIR)$(MANDIR)/man5/imserious.toml.5
 	install -m 0755 imserious $(DESTDIR)$(PREFIX)/sbin/imserious
 	install -m 0644 etc/imserious.toml.sample $(DESTDIR)$(SYSCONFDIR)/examples/imserious.toml.sample
 

@@ -223,10 +223,10 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 		}
 		log.Debug("dropped privileges", "uid", cfg.Account.UID, "gid", cfg.Account.GID, "groups", cfg.Account.Groups)
 	}
-	// Commands start in the account's home directory, as cron's do.
-	if err := os.Chdir(cfg.Account.Home); err != nil {
-		log.Warn("cannot enter home directory, commands start in /", "home", cfg.Account.Home, "err", err)
-		os.Chdir("/")
+	// The exec package starts each command in the account's home; the
+	// process itself holds no directory open.
+	if err := os.Chdir("/"); err != nil {
+		return fmt.Errorf("%s: chdir /: %w", proc, err)
 	}
 
 	x := exec.New(exec.Options{Handlers: cfg.Handlers, Log: log})
