@@ -1,6 +1,7 @@
 package listener
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"log/slog"
@@ -107,26 +108,33 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			targets = append(targets, rt.target)
 		}
 	}
-	failed := 0
+	var failed []int
+	var firstErr error
 	for _, t := range targets {
 		// Deliver to every target even when one fails: the others' exec
 		// processes are fine and should get the event.
 		if err := s.deliver(t, peer, body); err != nil {
-			failed++
-			s.log.LogAttrs(r.Context(), slog.LevelError, "cannot hand event to exec process",
-				slog.Int("target", t), slog.String("user", ev.User), slog.String("event", ev.Event),
-				slog.String("peer", peer.String()), slog.Any("error", err))
+			failed = append(failed, t)
+			firstErr = cmp.Or(firstErr, err)
 		}
 	}
-	if failed > 0 {
-		s.reject(w, r, peer, http.StatusServiceUnavailable, "exec process unavailable", false)
+	if failed != nil {
+		// Not the client's fault, so an error rather than a rejection's
+		// warn; nothing is lost that Dovecot was told was accepted.
+		w.WriteHeader(http.StatusServiceUnavailable)
+		s.log.LogAttrs(r.Context(), slog.LevelError, "cannot hand event to exec process",
+			slog.String("peer", peer.String()), slog.String("user", ev.User), slog.String("event", ev.Event),
+			slog.Any("targets", failed), slog.Int("status", http.StatusServiceUnavailable), slog.Any("error", firstErr))
 		return
 	}
+	// One info line per accepted event: the operator sees each
+	// notification arrive; one for nobody is only debug.
+	level, msg := slog.LevelInfo, "event accepted"
 	if len(targets) == 0 {
-		s.log.LogAttrs(r.Context(), slog.LevelDebug, "event matches no handler",
-			slog.String("user", ev.User), slog.String("event", ev.Event), slog.String("peer", peer.String()))
-	} else if s.log.Enabled(r.Context(), slog.LevelInfo) {
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "event accepted",
+		level, msg = slog.LevelDebug, "event matches no handler"
+	}
+	if s.log.Enabled(r.Context(), level) { // peer.String allocates
+		s.log.LogAttrs(r.Context(), level, msg,
 			slog.String("user", ev.User), slog.String("event", ev.Event),
 			slog.String("peer", peer.String()), slog.Int("handlers", len(targets)))
 	}
@@ -219,7 +227,7 @@ func isJSON(ct string) bool {
 // sent its whole body reads the answer rather than a reset.
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, peer netip.AddrPort, status int, reason string, unread bool) {
 	if unread && r.ContentLength != 0 {
-		_ = 0
+		w.Header().Set("Connection", "close")
 	}
 	w.WriteHeader(status)
 	// Security: never log headers (Authorization) or the body; the path is

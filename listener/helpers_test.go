@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -134,7 +135,7 @@ func serveOn(t testing.TB, s *Server, ln net.Listener) string {
 		if err := s.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
-		if err := <-done; err != nil {
+		if err := recv(t, done, "return from Serve"); err != nil {
 			t.Errorf("serve returned %v after shutdown, want nil", err)
 		}
 	})
@@ -163,6 +164,9 @@ func dialFrom(t testing.TB, addr, local string) *rawClient {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
 	c, err := d.Dial("tcp", addr)
+	if err != nil && local != "" && errors.Is(err, syscall.EADDRNOTAVAIL) {
+		t.Skipf("cannot connect from %s (Linux has all of 127/8 on lo; other systems may not): %v", local, err)
+	}
 	if err != nil {
 		t.Fatalf("dial %s from %q: %v", addr, local, err)
 	}
@@ -271,3 +275,15 @@ func (q req) String() string {
 }
 
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+// recv receives from ch, failing the test if nothing comes within guard.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(guard):
+		t.Fatalf("no %s within %v", what, guard)
+		panic("unreachable")
+	}
+}

@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"net/netip"
 	"time"
+
+	"github.com/imserious/imserious/event"
 )
 
 // MaxBody is the largest notification body accepted; Dovecot's bodies are
@@ -132,8 +134,14 @@ func New(cfg Config, deliver Deliver, log *slog.Logger) *Server {
 		}
 	}
 	for _, r := range cfg.Routes {
+		// Decoded events carry the canonical name; a route spelled
+		// otherwise would silently never match.
+		ev := r.Event
+		if c, ok := event.Canonical(ev); ok {
+			ev = c
+		}
 		s.routes[r.User] = append(s.routes[r.User], route{
-			event:  r.Event,
+			event:  ev,
 			ip:     normalizePrefixes(r.IP),
 			target: r.Target,
 		})
@@ -155,11 +163,14 @@ func New(cfg Config, deliver Deliver, log *slog.Logger) *Server {
 	s.srv = &http.Server{
 		Handler: s.handler,
 		// ReadHeaderTimeout bounds the headers from the first byte of a
-		// request (net/http starts it after the idle wait). ReadTimeout
-		// is then set from the same instant, so headers and body together
-		// get Timeout. The write deadline, set by net/http when the headers
-		// are read, leaves another Timeout after the request's deadline so
-		// a 408 can still be written to a client that stalled in the body.
+		// request (net/http starts it after the idle wait; for the first
+		// request of a connection, at accept). ReadTimeout is then set
+		// from the same instant, so headers and body together get Timeout;
+		// the handler's own waiting ends at the same deadline (see
+		// conn.requestStart). The write deadline, set by net/http when
+		// the headers are read, leaves another Timeout after the request's
+		// deadline so a 408 can still be written to a client that stalled
+		// in the body.
 		ReadHeaderTimeout: s.timeout,
 		ReadTimeout:       s.timeout,
 		WriteTimeout:      2 * s.timeout,

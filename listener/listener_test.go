@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -53,6 +54,8 @@ func TestStatusTable(t *testing.T) {
 		{name: "no colon", q: with(put(goodBody), func(q *req) { q.auth = "Basic " + "cHVzZXJwcGFzcw==" }), want: 401},
 		{name: "bad base64", q: with(put(goodBody), func(q *req) { q.auth = "Basic cHVzZXI6cHBhc3M" }), want: 401},
 		{name: "bearer scheme", q: with(put(goodBody), func(q *req) { q.auth = "Bearer cHVzZXI6cHBhc3M=" }), want: 401},
+		{name: "OPTIONS * without credentials", q: with(put(""), func(q *req) { q.method = "OPTIONS"; q.target = "*"; q.auth = "-"; q.ct = "-"; q.cl = "-" }), want: 401},
+		{name: "OPTIONS *", q: with(put(""), func(q *req) { q.method = "OPTIONS"; q.target = "*"; q.ct = "-"; q.cl = "-" }), want: 404},
 		{name: "wrong path with wrong auth", q: with(put(goodBody), func(q *req) { q.auth = basic("puser", "x"); q.target = "/nope" }), want: 401},
 
 		{name: "wrong path", q: with(put(goodBody), func(q *req) { q.target = "/nope" }), want: 404},
@@ -262,10 +265,12 @@ func TestSlotTimeout(t *testing.T) {
 		}
 	}()
 	addr := start(t, New(cfg, rec.deliver, newLogger(&logs)))
+	release := sync.OnceFunc(func() { close(rec.hold) })
+	defer release() // before the cleanup's Shutdown, even on failure
 
 	first := dial(t, addr)
 	first.send(put(goodBody).String())
-	<-rec.entered // the first request holds the only slot
+	recv(t, rec.entered, "Deliver call") // the first request holds the only slot
 
 	began := time.Now()
 	second := dial(t, addr)
@@ -276,7 +281,7 @@ func TestSlotTimeout(t *testing.T) {
 	if d := time.Since(began); d < timeout {
 		t.Errorf("408 after %v, before the %v timeout", d, timeout)
 	}
-	close(rec.hold)
+	release()
 	if resp, _ := first.read(); resp.StatusCode != 200 {
 		t.Fatalf("first request: status %d, want 200", resp.StatusCode)
 	}
@@ -298,9 +303,9 @@ func TestSlotWait(t *testing.T) {
 
 	first, second := dial(t, addr), dial(t, addr)
 	first.send(put(`{"user":"alice","event":"messageNew","imap-uid":1}`).String())
-	<-rec.entered
+	recv(t, rec.entered, "Deliver call")
 	second.send(put(`{"user":"alice","event":"messageNew","imap-uid":2}`).String())
-	<-waiting
+	recv(t, waiting, "wait for a slot")
 	select {
 	case c := <-rec.entered:
 		t.Fatalf("second request delivered while the first holds the slot: %v", c)
@@ -310,7 +315,7 @@ func TestSlotWait(t *testing.T) {
 	if resp, _ := first.read(); resp.StatusCode != 200 {
 		t.Fatalf("first: status %d", resp.StatusCode)
 	}
-	<-rec.entered
+	recv(t, rec.entered, "Deliver call")
 	rec.hold <- struct{}{}
 	if resp, _ := second.read(); resp.StatusCode != 200 {
 		t.Fatalf("second: status %d", resp.StatusCode)
@@ -361,7 +366,7 @@ func TestRouting(t *testing.T) {
 		{User: "alice", Event: "MessageNew", Target: 1}, // second handler, same account
 		{User: "alice", Event: "MessageNew", IP: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Target: 2},
 		{User: "alice", Event: "MessageNew", IP: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.0/8")}, Target: 3},
-		{User: "alice", Event: "MessageRead", Target: 4},
+		{User: "alice", Event: "messageread", Target: 4}, // canonicalised by New
 		{User: "Alice", Event: "MessageNew", Target: 5},
 		{User: "bob", Event: "MessageNew", Target: 6},
 	}
@@ -422,18 +427,17 @@ func TestDeliverFailure(t *testing.T) {
 	if calls := rec.get(); len(calls) != 2 {
 		t.Errorf("%d Deliver calls, want 2", len(calls))
 	}
-	var found bool
-	for _, l := range logs.lines() {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatal(err)
-		}
-		if m["level"] == "ERROR" && m["target"] == float64(0) && strings.Contains(fmt.Sprint(m["error"]), "broken pipe") {
-			found = true
-		}
+	lines := logs.lines()
+	if len(lines) != 1 {
+		t.Fatalf("log lines %q, want one error line", lines)
 	}
-	if !found {
-		t.Errorf("no error line for target 0 in %q", logs.lines())
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["level"] != "ERROR" || fmt.Sprint(m["targets"]) != "[0]" || m["status"] != float64(503) ||
+		m["peer"] == nil || !strings.Contains(fmt.Sprint(m["error"]), "broken pipe") {
+		t.Errorf("log line %s", lines[0])
 	}
 }
 
@@ -559,17 +563,17 @@ func TestShutdown(t *testing.T) {
 	go func() { served <- s.Serve(ln) }()
 	rc := dial(t, ln.Addr().String())
 	rc.send(put(goodBody).String())
-	<-rec.entered
+	recv(t, rec.entered, "Deliver call")
 	shut := make(chan error, 1)
 	go func() { shut <- s.Shutdown(context.Background()) }()
 	close(rec.hold)
 	if resp, _ := rc.read(); resp.StatusCode != 200 {
 		t.Fatalf("in-flight request: status %d, want 200", resp.StatusCode)
 	}
-	if err := <-shut; err != nil {
+	if err := recv(t, shut, "end of Shutdown"); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
-	if err := <-served; err != nil {
+	if err := recv(t, served, "return from Serve"); err != nil {
 		t.Fatalf("serve: %v, want nil", err)
 	}
 }
