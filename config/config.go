@@ -1,6 +1,6 @@
 // Package config owns the TOML configuration: decoding, defaults, aliases,
 // validation with file, line and key in every error, and the deep check
-// behind -n (accounts, commands).
+// behind -n (accounts, commands, the TLS pair).
 package config
 
 import (

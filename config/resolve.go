@@ -8,15 +8,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/imserious/imserious/privsep"
+	"github.com/imserious/imserious/tlsreload"
 )
 
 // Resolve is the deep check behind -n and the last step before starting:
-// it looks at the system the configuration names. root says whether the
-// daemon runs as root, which decides whose accounts commands run as (spec
-// §5). It fills Handler.Account and Handler.Path and returns Errors with
-// every problem found. It changes nothing on the system (a missing chroot
+// it looks at the system the configuration names and loads the TLS pair.
+// root says whether the daemon runs as root, which decides whose accounts
+// commands run as (spec §5). It fills Handler.Account and Handler.Path and
+// returns Errors with every problem found. It changes nothing on the system (a missing chroot
 // is created by the daemon at start, not here).
 func (c *Config) Resolve(root bool) error {
 	r := &resolver{c: c}
@@ -31,8 +33,7 @@ func (c *Config) Resolve(root bool) error {
 		r.command(i)
 	}
 	if c.TLS != nil {
-		r.tlsFile([]string{"tls", "cert"}, c.TLS.Cert)
-		r.tlsFile([]string{"tls", "key"}, c.TLS.Key)
+		r.tlsPair()
 	}
 	if len(r.errs) == 0 {
 		return nil
@@ -243,21 +244,45 @@ func checkExecutable(p string) error {
 	return nil
 }
 
-// tlsFile checks that a certificate or key file can be read. Whether the
-// pair parses and matches is the TLS loader's job (tlsreload), which -n
-// runs as well.
-func (r *resolver) tlsFile(path []string, name string) {
-	f, err := os.Open(name)
+// tlsPair loads the certificate and key as the daemon will at start:
+// readable regular files holding a complete chain and the key that
+// matches it. The errors point at the key of the file at fault.
+func (r *resolver) tlsPair() {
+	certOK := r.tlsFile([]string{"tls", "cert"}, r.c.TLS.Cert)
+	keyOK := r.tlsFile([]string{"tls", "key"}, r.c.TLS.Key)
+	if !certOK || !keyOK {
+		return
+	}
+	_, err := tlsreload.Load(r.c.TLS.Cert, r.c.TLS.Key)
+	if err == nil {
+		return
+	}
+	key := "cert"
+	var fe *tlsreload.FileError
+	if errors.As(err, &fe) && fe.Role == tlsreload.RoleKey {
+		key = "key"
+	}
+	r.errorf([]string{"tls", key}, err, "%v", err)
+}
+
+// tlsFile checks that a certificate or key file can be read, so that
+// each file's problem is reported at its own key.
+func (r *resolver) tlsFile(path []string, name string) bool {
+	// O_NONBLOCK: a FIFO named by mistake must not hang the check.
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		r.errorf(path, err, "cannot read %s: %v", name, err)
-		return
+		return false
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	switch {
 	case err != nil:
 		r.errorf(path, err, "cannot read %s: %v", name, err)
+		return false
 	case !fi.Mode().IsRegular():
 		r.errorf(path, nil, "%s is not a regular file", name)
+		return false
 	}
+	return true
 }

@@ -7,10 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/imserious/imserious/privsep"
+	"github.com/imserious/imserious/tlsreload/tlstest"
 )
 
 // testBin makes a private CommandPath: bin/mycmd (executable), bin/noexec
@@ -303,10 +305,14 @@ func mkdir(t *testing.T, p string, mode os.FileMode) {
 func TestResolveTLS(t *testing.T) {
 	testBin(t)
 	dir := t.TempDir()
-	for _, f := range []string{"cert.pem", "key.pem"} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	ca := tlstest.NewCA(t)
+	a, b := ca.Issue(t, tlstest.Options{}), ca.Issue(t, tlstest.Options{})
+	a.Write(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	tlstest.WriteFile(t, filepath.Join(dir, "other-key.pem"), b.KeyPEM, 0o600)
+	tlstest.WriteFile(t, filepath.Join(dir, "garbage.pem"), []byte("x"), 0o600)
+	tlstest.WriteFile(t, filepath.Join(dir, "half-key.pem"), a.KeyPEM[:len(a.KeyPEM)/2], 0o600)
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	// Relative to the configuration file's directory.
 	c, err := Parse(filepath.Join(dir, "imserious.toml"), []byte("[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"))
@@ -314,7 +320,7 @@ func TestResolveTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := c.Resolve(false); err != nil {
-		t.Errorf("Resolve with readable TLS files: %v", err)
+		t.Errorf("Resolve with a good pair: %v", err)
 	}
 	c, err = Parse(filepath.Join(dir, "imserious.toml"), []byte("[tls]\ncert = \"nope.pem\"\nkey = \".\"\n"))
 	if err != nil {
@@ -326,6 +332,29 @@ func TestResolveTLS(t *testing.T) {
 		es[0].Key != "tls.cert" || es[0].Line != 2 || !errors.Is(es[0], os.ErrNotExist) ||
 		es[1].Key != "tls.key" || es[1].Line != 3 || !strings.Contains(es[1].Msg, "not a regular file") {
 		t.Errorf("Resolve with bad TLS files: %v", err)
+	}
+	// Files that read but do not make a pair: the error is at the key of
+	// the file at fault.
+	for _, tc := range []struct {
+		cert, key string
+		wantKey   string
+		msg       string
+	}{
+		{"cert.pem", "other-key.pem", "tls.key", "does not match the certificate " + filepath.Join(dir, "cert.pem")},
+		{"garbage.pem", "key.pem", "tls.cert", "no CERTIFICATE block"},
+		{"cert.pem", "garbage.pem", "tls.key", "no PRIVATE KEY block"},
+		{"cert.pem", "half-key.pem", "tls.key", "incomplete or damaged"},
+		{"fifo", "key.pem", "tls.cert", "not a regular file"},
+	} {
+		c, err := Parse(filepath.Join(dir, "imserious.toml"), []byte(fmt.Sprintf("[tls]\ncert = %q\nkey = %q\n", tc.cert, tc.key)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Resolve(false)
+		var es Errors
+		if !errors.As(err, &es) || len(es) != 1 || es[0].Key != tc.wantKey || !strings.Contains(es[0].Msg, tc.msg) {
+			t.Errorf("cert %s key %s: %v, want one error at %s with %q", tc.cert, tc.key, err, tc.wantKey, tc.msg)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/imserious/imserious/listener"
 	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
+	"github.com/imserious/imserious/tlsreload"
 )
 
 func newLogger(w io.Writer, o logOptions, proc string) *slog.Logger {
@@ -46,6 +48,7 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 		cfg    *netConfig
 		lnFile *os.File
 		chans  = map[int]*os.File{}
+		certs  tlsreload.Store
 	)
 	defer func() {
 		for _, f := range chans {
@@ -80,6 +83,14 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 				return fmt.Errorf("net: bad exec channel message")
 			}
 			chans[ch.Target] = f
+		case msgTLSPair:
+			closeFiles(m)
+			if len(m.Files) != 0 {
+				return fmt.Errorf("net: tls pair: unexpected descriptors")
+			}
+			if _, err := certs.Set(m.Payload); err != nil {
+				return fmt.Errorf("net: tls pair: %w", err)
+			}
 		case msgStart:
 			closeFiles(m)
 			started = true
@@ -93,6 +104,14 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 	}
 	if err := cfg.validate(); err != nil {
 		return err
+	}
+	// Security: with [tls] nothing is served in clear, so no certificate
+	// means no start; without it, a certificate is a confused parent.
+	switch have := certs.Current() != nil; {
+	case cfg.TLS && !have:
+		return errors.New("net: tls configured but no certificate received")
+	case !cfg.TLS && have:
+		return errors.New("net: certificate received without tls configured")
 	}
 	if len(chans) != len(cfg.Execs) {
 		return fmt.Errorf("net: got %d exec channels, want %d", len(chans), len(cfg.Execs))
@@ -127,10 +146,16 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 	deliver := func(target int, remote netip.AddrPort, body []byte) error {
 		return execs[target].Send(msgEvent, encodeEvent(remote, body))
 	}
-	srv := listener.New(listener.Config{
+	lc := listener.Config{
 		Allow: cfg.Allow, Endpoint: cfg.Endpoint, MaxConnections: cfg.MaxConnections,
 		Timeout: cfg.Timeout, Auth: cfg.Auth, Routes: cfg.Routes,
-	}, deliver, log)
+	}
+	tlsLog := log.With(logging.ComponentKey, "tls")
+	if cfg.TLS {
+		lc.TLS = certs.TLSConfig()
+		logInstalled(tlsLog, certs.Current())
+	}
+	srv := listener.New(lc, deliver, log)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	if err := ctl.Send(msgReady, nil); err != nil {
@@ -145,6 +170,15 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 			// The parent is gone: stop at once.
 			srv.Shutdown(context.Background())
 			return fmt.Errorf("net: control channel: %w", err)
+		case m.Type == msgTLSPair && cfg.TLS && len(m.Files) == 0:
+			// The parent checked the pair; one that fails here is a
+			// malformed message, which ends the channel like any other.
+			c, err := certs.Set(m.Payload)
+			if err != nil {
+				srv.Shutdown(context.Background())
+				return fmt.Errorf("net: tls pair: %w", err)
+			}
+			logInstalled(tlsLog, c)
 		case m.Type == msgShutdown:
 			ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout+time.Second)
 			err := srv.Shutdown(ctx)
@@ -158,6 +192,13 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 			return fmt.Errorf("net: unexpected message type %d", m.Type)
 		}
 	}
+}
+
+// logInstalled records a certificate new handshakes now get; tests and
+// operators can match its serial with the parent's "reloaded" line.
+func logInstalled(log *slog.Logger, c *tls.Certificate) {
+	log.Info("TLS certificate installed", "subject", c.Leaf.Subject.String(),
+		"serial", tlsreload.SerialHex(c.Leaf), "not_after", c.Leaf.NotAfter.UTC())
 }
 
 // RunExec is the exec process of one account: it drops to the account,

@@ -30,6 +30,8 @@ const (
 	msgReady uint32 = 8 // no payload: privileges dropped, serving
 	// net -> exec
 	msgEvent uint32 = 9 // "ip:port\n" then the notification body, decoded again by exec
+	// parent -> net, before msgStart and whenever the files change
+	msgTLSPair uint32 = 10 // tlsreload.EncodePair: certificate chain and key PEM, parsed again by net
 )
 
 // logOptions travel to the children so every process logs alike.
@@ -59,6 +61,7 @@ type netConfig struct {
 	Auth           *listener.Auth   `json:"auth"`
 	Routes         []listener.Route `json:"routes"`
 	Execs          []string         `json:"execs"` // account name per exec channel, by target index
+	TLS            bool             `json:"tls"`   // serve HTTPS only, with the pairs msgTLSPair brings
 }
 
 type execChannel struct {

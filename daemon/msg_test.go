@@ -72,4 +72,6 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-func routeTo(target int) listener.Route { return listener.Route{User: "a", Event: "MessageNew", Target: target} }
+func routeTo(target int) listener.Route {
+	return listener.Route{User: "a", Event: "MessageNew", Target: target}
+}

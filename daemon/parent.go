@@ -7,14 +7,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
-
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/listener"
+	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
+	"github.com/imserious/imserious/tlsreload"
 )
 
 // ShutdownGrace is how long running commands may go on after SIGTERM
@@ -37,6 +40,20 @@ type Parent struct {
 	// Ready, when set, is called with the bound address once every child
 	// reported ready.
 	Ready func(addr net.Addr)
+
+	tls atomic.Pointer[tlsreload.Reloader] // set while serving with [tls]
+}
+
+// ReloadTLS asks for the certificate and key to be read again now, as
+// SIGHUP does. It reports false when there is nothing to reload: no [tls],
+// or the daemon is not serving (yet, or any more).
+func (p *Parent) ReloadTLS(reason string) bool {
+	r := p.tls.Load()
+	if r == nil {
+		return false
+	}
+	r.Reload(reason)
+	return true
 }
 
 // NewLogOptions converts the resolved log settings for the children.
@@ -71,6 +88,21 @@ func (p *Parent) Run(ctx context.Context) error {
 		}
 		acct.Groups = []int{acct.GID} // the network process gets no supplementary groups
 		drop = &dropTo{Account: acct, Chroot: cfg.Privsep.Chroot}
+	}
+
+	// The pair is read before anything starts: a certificate that does not
+	// load at start-up is fatal.
+	var certs *tlsreload.Reloader
+	if cfg.TLS != nil {
+		var err error
+		certs, err = tlsreload.New(tlsreload.Options{Cert: cfg.TLS.Cert, Key: cfg.TLS.Key,
+			Periodic: cfg.TLS.PeriodicReload, Log: p.Log.With(logging.ComponentKey, "tls")})
+		if err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+		defer certs.Close()
+	} else if cfg.Auth != nil && !isLoopback(cfg.Listen) {
+		p.Log.Warn("[auth] without [tls] on a non-loopback address: the password crosses the network in clear; add [tls]", "listen", cfg.Listen)
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -111,7 +143,7 @@ func (p *Parent) Run(ctx context.Context) error {
 
 	nc := netConfig{
 		Log: p.LogOpt, Drop: drop, Allow: cfg.Allow, Endpoint: cfg.Endpoint,
-		MaxConnections: cfg.MaxConnections, Timeout: cfg.Timeout,
+		MaxConnections: cfg.MaxConnections, Timeout: cfg.Timeout, TLS: certs != nil,
 	}
 	if cfg.Auth != nil {
 		nc.Auth = &listener.Auth{User: cfg.Auth.User, Pass: cfg.Auth.Pass}
@@ -158,6 +190,18 @@ func (p *Parent) Run(ctx context.Context) error {
 	if err := netc.Conn.Send(msgListener, nil, lnFile); err != nil {
 		return fmt.Errorf("net: %w", err)
 	}
+	sendPair := func(pr *tlsreload.Pair) error {
+		b, err := pr.Encode()
+		if err != nil {
+			return err
+		}
+		return netc.Conn.Send(msgTLSPair, b)
+	}
+	if certs != nil {
+		if err := sendPair(certs.Current()); err != nil {
+			return fmt.Errorf("net: tls pair: %w", err)
+		}
+	}
 	for _, c := range children {
 		if err := c.Conn.Send(msgStart, nil); err != nil {
 			return fmt.Errorf("%s: %w", c.Name, err)
@@ -182,7 +226,25 @@ func (p *Parent) Run(ctx context.Context) error {
 		}
 	}
 	started = true
-	p.Log.Info("listening", "addr", ln.Addr().String(), "handlers", len(cfg.Handlers), "accounts", len(accounts), "privsep", p.Root)
+	// The watcher runs while the children do and stops before they are
+	// told to, so nothing is sent to a network process on its way out.
+	stopTLS := func() {}
+	if certs != nil {
+		rctx, cancel := context.WithCancel(context.Background())
+		reloading := make(chan struct{})
+		go func() {
+			defer close(reloading)
+			certs.Run(rctx, sendPair)
+		}()
+		p.tls.Store(certs)
+		stopTLS = sync.OnceFunc(func() {
+			p.tls.Store(nil)
+			cancel()
+			<-reloading
+		})
+		defer stopTLS()
+	}
+	p.Log.Info("listening", "addr", ln.Addr().String(), "handlers", len(cfg.Handlers), "accounts", len(accounts), "privsep", p.Root, "tls", certs != nil)
 	if p.Ready != nil {
 		p.Ready(ln.Addr())
 	}
@@ -204,15 +266,23 @@ func (p *Parent) Run(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		p.Log.Info("shutting down")
+		stopTLS()
 		p.shutdown(netc, execs)
 		p.Log.Info("stopped")
 		return nil
 	case c := <-died:
 		err := fmt.Errorf("child %s died (%v); stopping", c.Name, exitReason(c.err))
 		p.Log.Error("child died", "child", c.Name, "status", exitReason(c.err))
+		stopTLS()
 		p.stopAll(children, ShutdownGrace)
 		return err
 	}
+}
+
+// isLoopback says whether a validated listen address is a loopback one.
+func isLoopback(listen string) bool {
+	ap, err := netip.ParseAddrPort(listen)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
 func exitReason(err error) string {

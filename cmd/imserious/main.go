@@ -13,11 +13,13 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/daemon"
 	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
+	"github.com/imserious/imserious/tlsreload"
 )
 
 // Version is set at build time by the Makefile.
@@ -82,6 +84,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
+		if cfg.TLS != nil {
+			// Resolve checked that the pair loads; read it once more to
+			// say what will be served and for how long.
+			pair, err := tlsreload.Load(cfg.TLS.Cert, cfg.TLS.Key)
+			if err != nil {
+				fmt.Fprintf(stderr, "%s: [tls]: %v\n", path, err)
+				return 1
+			}
+			now := time.Now()
+			fmt.Fprintf(stderr, "tls: %s\n", pair.Summary(now))
+			if left := pair.Remaining(now); left <= 0 {
+				fmt.Fprintf(stderr, "warning: tls: certificate %s expired %s ago\n", pair.CertFile, tlsreload.Approx(-left))
+			} else if left <= tlsreload.WarnBefore {
+				fmt.Fprintf(stderr, "warning: tls: certificate %s expires in %s\n", pair.CertFile, tlsreload.Approx(left))
+			}
+		}
 		fmt.Fprintln(stderr, "configuration OK")
 		return 0
 	}
@@ -101,18 +119,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	// SIGHUP would kill the daemon by default; reload comes with its own
-	// issue, until then it is logged and ignored.
+	p := &daemon.Parent{Config: cfg, Root: root, Log: log, LogOpt: logOpt, Stdout: stdout}
+	// SIGHUP would kill the daemon by default. It reloads the TLS pair;
+	// configuration reload comes with its own issue, until then that part
+	// is logged and ignored.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		for range hup {
-			log.Warn("SIGHUP: configuration reload is not supported yet; restart the daemon to apply changes")
+			if p.ReloadTLS("SIGHUP") {
+				log.Info("SIGHUP: reloading the TLS certificate and key; configuration reload is not supported yet, restart the daemon to apply other changes")
+			} else {
+				log.Warn("SIGHUP: configuration reload is not supported yet; restart the daemon to apply changes")
+			}
 		}
 	}()
 
 	log.Info("starting", "version", Version, "config", path)
-	p := &daemon.Parent{Config: cfg, Root: root, Log: log, LogOpt: logOpt, Stdout: stdout}
 	if err := p.Run(ctx); err != nil {
 		log.Error("fatal", "err", err)
 		return 1
