@@ -1,58 +1,15 @@
 package event
 
 import (
-	"bufio"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/imserious/imserious/internal/dovecotsamples"
 )
-
-// sample is one line of testdata/dovecot-ox-samples.jsonl, a request
-// captured from Dovecot 2.3.19.1's OX driver.
-type sample struct {
-	Case    string `json:"case"`
-	Body    string `json:"body"`
-	BodyB64 string `json:"body_b64"`
-}
-
-func loadSamples(tb testing.TB) []sample {
-	tb.Helper()
-	f, err := os.Open("testdata/dovecot-ox-samples.jsonl")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	var out []sample
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var s sample
-		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
-			tb.Fatalf("fixture line %d: %v", len(out)+1, err)
-		}
-		out = append(out, s)
-	}
-	if err := sc.Err(); err != nil {
-		tb.Fatal(err)
-	}
-	if len(out) != 20 {
-		tb.Fatalf("fixture has %d samples, want 20", len(out))
-	}
-	return out
-}
-
-func (s sample) bytes(tb testing.TB) []byte {
-	b, err := base64.StdEncoding.DecodeString(s.BodyB64)
-	if err != nil {
-		tb.Fatalf("%s: body_b64: %v", s.Case, err)
-	}
-	return b
-}
 
 func envMap(tb testing.TB, env []string) map[string]string {
 	tb.Helper()
@@ -170,18 +127,14 @@ func TestSamples(t *testing.T) {
 			envSu: "slash / emoji 😀 ls ps   del  nul-free"},
 	}
 	seen := map[string]bool{}
-	for _, s := range loadSamples(t) {
+	for _, s := range dovecotsamples.Load(t) {
 		t.Run(s.Case, func(t *testing.T) {
 			w, ok := wants[s.Case]
 			if !ok {
 				t.Fatalf("no expectations for fixture case %q", s.Case)
 			}
 			seen[s.Case] = true
-			body := s.bytes(t)
-			if string(body) != s.Body {
-				t.Fatalf("body_b64 and body differ")
-			}
-			ev, err := Decode(body)
+			ev, err := Decode(s.Body)
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
 			}
@@ -236,7 +189,7 @@ func TestSamples(t *testing.T) {
 	}
 	for c := range wants {
 		if !seen[c] {
-			t.Errorf("expected fixture case %q is missing from testdata", c)
+			t.Errorf("expected fixture case %q is missing from the captured samples", c)
 		}
 	}
 }
@@ -441,7 +394,7 @@ func TestValidate(t *testing.T) {
 }
 
 func BenchmarkDecode(b *testing.B) {
-	body := loadSamples(b)[0].bytes(b)
+	body := dovecotsamples.Load(b)[0].Body
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/imserious/imserious/internal/dovecotsamples"
 )
 
 // FuzzDecode: Decode never panics; every error is a 400 or 422 *Error with
@@ -14,8 +16,8 @@ import (
 // and a clean environment, and agrees with a plain encoding/json decoding
 // into a map (the differential oracle for the hand-written member scan).
 func FuzzDecode(f *testing.F) {
-	for _, s := range loadSamples(f) {
-		f.Add(s.bytes(f))
+	for _, s := range dovecotsamples.Load(f) {
+		f.Add(s.Body)
 	}
 	for _, s := range []string{
 		``, `{}`, `[]`, `null`, `{"user":"a","event":"x"}`,

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imserious/imserious/clock"
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
 )
@@ -31,7 +32,7 @@ type Options struct {
 	// and Path filled in. Their index in this slice names them in logs.
 	Handlers []config.Handler
 	Log      *slog.Logger // nil: slog.Default()
-	Clock    Clock        // nil: SystemClock
+	Clock    clock.Clock  // nil: clock.System
 	Runner   Runner       // nil: a CommandRunner logging to Log
 }
 
@@ -53,7 +54,7 @@ type Runner interface {
 // Exec schedules and runs the handlers of one account.
 type Exec struct {
 	log      *slog.Logger
-	clock    Clock
+	clock    clock.Clock
 	runner   Runner
 	handlers []*handler
 
@@ -78,7 +79,7 @@ func New(o Options) *Exec {
 		x.log = slog.Default()
 	}
 	if x.clock == nil {
-		x.clock = SystemClock
+		x.clock = clock.System
 	}
 	if x.runner == nil {
 		x.runner = &CommandRunner{Log: x.log}
@@ -146,7 +147,7 @@ func (x *Exec) Shutdown(grace time.Duration) {
 			x.log.Warn("shutdown grace period over, killing running commands", "grace", grace.String())
 			x.cancel()
 		}
-		var t Timer
+		var t clock.Timer
 		if grace > 0 {
 			t = x.clock.AfterFunc(grace, kill)
 		} else if running > 0 {

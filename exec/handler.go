@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/imserious/imserious/clock"
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
 )
@@ -46,9 +47,9 @@ type handler struct {
 
 	// Timers carry a generation: Stop cannot recall a callback already on
 	// its way, so a callback whose generation is stale does nothing.
-	wait        Timer
+	wait        clock.Timer
 	waitGen     uint64
-	periodic    Timer
+	periodic    clock.Timer
 	periodicGen uint64
 }
 

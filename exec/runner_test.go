@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/imserious/imserious/clock/clocktest"
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/privsep"
 )
@@ -283,8 +284,7 @@ func TestExecRealRunner(t *testing.T) {
 	hc.Command = []string{"sh", script}
 	hc.Env = map[string]string{"MARK": "marked"}
 	logs := &logBuf{}
-	clock := newFakeClock()
-	x := New(Options{Handlers: []config.Handler{hc}, Log: newLogger(logs), Clock: clock})
+	x := New(Options{Handlers: []config.Handler{hc}, Log: newLogger(logs), Clock: clocktest.New(epoch)})
 	x.Start()
 	if n := x.Deliver(newEvent("alice", "hi"), peer); n != 1 {
 		t.Fatalf("Deliver matched %d", n)

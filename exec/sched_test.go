@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imserious/imserious/clock/clocktest"
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/privsep"
@@ -88,9 +89,11 @@ func newLogger(l *logBuf) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
+// harness runs an Exec on a synchronous fake clock (clocktest.New): every
+// run due by the end of an Advance has launched when it returns.
 type harness struct {
 	t      *testing.T
-	clock  *fakeClock
+	clock  *clocktest.Clock
 	runner *fakeRunner
 	x      *Exec
 	ended  chan int
@@ -101,7 +104,7 @@ func newHarness(t *testing.T, hs ...config.Handler) *harness {
 	t.Helper()
 	h := &harness{
 		t:      t,
-		clock:  newFakeClock(),
+		clock:  clocktest.New(epoch),
 		runner: &fakeRunner{started: make(chan *fakeRun, 100)},
 		ended:  make(chan int, 100),
 		logs:   &logBuf{},
@@ -149,7 +152,8 @@ func (h *harness) wantRuns(i, n int) {
 	}
 }
 
-var epoch = newFakeClock().Now()
+// epoch is where the fake clocks start.
+var epoch = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 func (h *harness) elapsed() time.Duration { return h.clock.Now().Sub(epoch) }
 
@@ -466,7 +470,7 @@ func TestShutdownDropsPendingRuns(t *testing.T) {
 	h.x.Deliver(newEvent("bob", "2"), peer) // waits for a token
 
 	h.x.Shutdown(time.Second) // nothing running: returns at once
-	if n := h.clock.pending(); n != 0 {
+	if n := h.clock.Pending(); n != 0 {
 		t.Errorf("%d timers armed after Shutdown, want 0", n)
 	}
 	h.clock.Advance(24 * time.Hour)
@@ -505,7 +509,7 @@ func TestShutdownWaitsThenKills(t *testing.T) {
 		h.x.Shutdown(time.Minute)
 		close(done)
 	}()
-	h.clock.waitTimers(1) // the grace timer: no other is armed
+	h.clock.WaitTimers(1) // the grace timer: no other is armed
 	h.clock.Advance(time.Minute - time.Nanosecond)
 	select {
 	case <-r.killed:
@@ -544,7 +548,7 @@ func TestShutdownLetsRunFinish(t *testing.T) {
 		h.x.Shutdown(time.Minute)
 		close(done)
 	}()
-	h.clock.waitTimers(1)
+	h.clock.WaitTimers(1)
 	close(r.release)
 	select {
 	case <-done:
@@ -559,7 +563,7 @@ func TestShutdownLetsRunFinish(t *testing.T) {
 	// The end of the run after Shutdown neither starts the pending run
 	// nor re-arms the periodic timer.
 	h.wantRuns(0, 1)
-	if n := h.clock.pending(); n != 0 {
+	if n := h.clock.Pending(); n != 0 {
 		t.Errorf("%d timers armed after Shutdown returned, want 0", n)
 	}
 }
@@ -623,13 +627,13 @@ func TestIdleHandlerHasNoTimer(t *testing.T) {
 	hc.Delay = time.Second
 	h := newHarness(t, hc)
 	h.x.Start()
-	if n := h.clock.pending(); n != 0 {
+	if n := h.clock.Pending(); n != 0 {
 		t.Fatalf("%d timers armed on an idle handler without periodic", n)
 	}
 	h.x.Deliver(newEvent("alice", "1"), peer)
 	h.clock.Advance(time.Second)
 	h.finish(h.next())
-	if n := h.clock.pending(); n != 0 {
+	if n := h.clock.Pending(); n != 0 {
 		t.Fatalf("%d timers armed after the handler went idle", n)
 	}
 }

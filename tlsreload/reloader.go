@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/imserious/imserious/clock"
 )
 
 // DefaultDebounce is how long the files must stay quiet after a change
@@ -22,36 +24,13 @@ import (
 // and the key one after the other, and each write is several events.
 const DefaultDebounce = 250 * time.Millisecond
 
-// Clock is the source of time for the debounce and periodic timers, so
-// tests can move time by hand.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine once d has passed.
-	AfterFunc(d time.Duration, f func()) Timer
-}
-
-// Timer is a pending AfterFunc call.
-type Timer interface {
-	// Stop prevents the call if it has not started yet; a call already on
-	// its way may still happen.
-	Stop() bool
-}
-
-// SystemClock is the real time of the process.
-var SystemClock Clock = systemClock{}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                            { return time.Now() }
-func (systemClock) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
-
 // Options configure a Reloader.
 type Options struct {
 	Cert, Key string        // absolute paths
 	Periodic  time.Duration // also reload this often; 0: never
 	Debounce  time.Duration // quiet time after a change; 0: DefaultDebounce
 	Log       *slog.Logger  // nil: discard
-	Clock     Clock         // nil: SystemClock
+	Clock     clock.Clock   // drives the debounce and periodic timers; nil: clock.System
 }
 
 // Reloader is the parent's side: it holds the pair being served and reads
@@ -63,7 +42,7 @@ type Options struct {
 type Reloader struct {
 	o     Options
 	log   *slog.Logger
-	clock Clock
+	clock clock.Clock
 	w     *fsnotify.Watcher // nil when not watching (tests)
 	cur   atomic.Pointer[Pair]
 	kick  chan string // Reload requests; one pending is enough
@@ -100,7 +79,7 @@ func newReloader(o Options, watch bool) (*Reloader, error) {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	if r.clock == nil {
-		r.clock = SystemClock
+		r.clock = clock.System
 	}
 	if watch {
 		w, err := fsnotify.NewWatcher()
@@ -164,9 +143,9 @@ func (r *Reloader) Run(ctx context.Context, send func(*Pair) error) error {
 	debounced := make(chan uint64)
 	periodic := make(chan struct{})
 	var (
-		debounce Timer
+		debounce clock.Timer
 		gen      uint64
-		tick     Timer
+		tick     clock.Timer
 	)
 	defer func() {
 		if debounce != nil {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -17,77 +16,9 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/imserious/imserious/clock/clocktest"
 	"github.com/imserious/imserious/tlsreload/tlstest"
 )
-
-// fakeClock moves only when Advance is called. Like time.AfterFunc it runs
-// each due callback on its own goroutine. armed gets a token whenever a
-// timer is set, so a test can wait for the Reloader to start a debounce
-// instead of guessing when the file events arrived.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-	armed  chan struct{}
-}
-
-type fakeTimer struct {
-	c    *fakeClock
-	when time.Time
-	f    func()
-}
-
-func newFakeClock() *fakeClock {
-	// Real time as the start: the test certificates are valid from an hour
-	// ago for 90 days.
-	return &fakeClock{now: time.Now(), armed: make(chan struct{}, 1)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
-	c.mu.Lock()
-	t := &fakeTimer{c: c, when: c.now.Add(d), f: f}
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	select {
-	case c.armed <- struct{}{}:
-	default:
-	}
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	for i, u := range t.c.timers {
-		if u == t {
-			t.c.timers = slices.Delete(t.c.timers, i, i+1)
-			return true
-		}
-	}
-	return false
-}
-
-// Advance moves the clock by d and starts every callback due by then.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	sort.SliceStable(c.timers, func(i, j int) bool { return c.timers[i].when.Before(c.timers[j].when) })
-	var due []*fakeTimer
-	for len(c.timers) > 0 && !c.timers[0].when.After(c.now) {
-		due = append(due, c.timers[0])
-		c.timers = c.timers[1:]
-	}
-	c.mu.Unlock()
-	for _, t := range due {
-		go t.f()
-	}
-}
 
 // lockedBuffer collects log output written from Run's goroutine.
 type lockedBuffer struct {
@@ -116,7 +47,7 @@ type reloadResult struct {
 // harness runs a Reloader on real files with a fake clock.
 type harness struct {
 	t       *testing.T
-	clock   *fakeClock
+	clock   *clocktest.Clock
 	r       *Reloader
 	log     *lockedBuffer
 	sent    chan *Pair
@@ -132,7 +63,11 @@ const debounce = 250 * time.Millisecond
 func newHarness(t *testing.T, cert, key string, periodic time.Duration, watch bool) *harness {
 	t.Helper()
 	h := &harness{
-		t: t, clock: newFakeClock(), log: &lockedBuffer{},
+		// Asynchronous, like time.AfterFunc: each due callback runs on its
+		// own goroutine, as the Reloader's timers do. Real time as the
+		// start: the test certificates are valid from an hour ago for 90
+		// days.
+		t: t, clock: clocktest.NewAsync(time.Now()), log: &lockedBuffer{},
 		sent:    make(chan *Pair, 100),
 		reloads: make(chan reloadResult, 1000),
 		events:  make(chan fsnotify.Event, 10000),
@@ -203,7 +138,7 @@ func (h *harness) waitSent(want *tlstest.Leaf) *Pair {
 				h.t.Fatalf("sent pair is not Current")
 			}
 			return p
-		case <-h.clock.armed:
+		case <-h.clock.Armed():
 			h.clock.Advance(debounce)
 		case <-deadline:
 			h.t.Fatalf("serial %s not sent within 20s", want.Cert.SerialNumber.Text(16))
@@ -519,7 +454,7 @@ func TestPeriodicOnly(t *testing.T) {
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	a.Write(t, cert, key)
 	h := newHarness(t, cert, key, time.Hour, false)
-	<-h.clock.armed // the periodic timer
+	<-h.clock.Armed() // the periodic timer
 
 	b.Write(t, cert, key)
 	h.clock.Advance(time.Hour - time.Second)
@@ -540,7 +475,7 @@ func TestPeriodicOnly(t *testing.T) {
 	}
 	// The next period is armed again.
 	a.Write(t, cert, key)
-	<-h.clock.armed
+	<-h.clock.Armed()
 	h.clock.Advance(time.Hour)
 	if r := h.waitReload(); !r.sent || r.reason != "periodic" {
 		t.Fatalf("second periodic reload: %+v", r)
@@ -658,14 +593,14 @@ func TestExpiryWarnings(t *testing.T) {
 	if count() != 2 {
 		t.Errorf("no expiry warning at a requested reload")
 	}
-	<-h.clock.armed
+	<-h.clock.Armed()
 	h.clock.Advance(time.Hour)
 	h.waitReload()
 	if count() != 2 {
 		t.Errorf("periodic reload of the same pair warned again within a day")
 	}
 	for range 23 { // a day since the last warning
-		<-h.clock.armed
+		<-h.clock.Armed()
 		h.clock.Advance(time.Hour)
 		h.waitReload()
 	}
