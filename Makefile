@@ -8,7 +8,7 @@ LDFLAGS = -s -w -X main.Version=$(VERSION) \
 	-X github.com/imserious/imserious/config.DefaultPath=$(SYSCONFDIR)/imserious.toml
 export CGO_ENABLED = 0
 
-.PHONY: all build run test test-accounts e2e bench install clean
+.PHONY: all build run test test-accounts lint e2e bench install clean
 
 all: build
 
@@ -29,11 +29,25 @@ run: build
 # Static checks, cross-builds, then every test with the race detector
 # (the race detector needs cgo; the daemon itself is built without).
 test:
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory test-accounts; fi
 	@test -z "$$(gofmt -l .)" || { echo 'not gofmt-clean:'; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 	GOOS=openbsd $(GO) build -o /dev/null ./...
 	GOOS=freebsd $(GO) build -o /dev/null ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
+
+# The end-to-end suite against a real Dovecot (root, Debian): installs
+# Dovecot's packages when missing, then runs ./e2e on the binary just built.
+# -v prints the measured delivery times; no -race, which would slow the
+# suite's own TLS client and so the times it prints.
+e2e: build
+	sh e2e/install-dovecot.sh
+	IMSERIOUS_BIN=$(CURDIR)/imserious $(GO) test -tags e2e -count=1 -v -timeout 8m ./e2e/
+
+# staticcheck, fetched through the Go module proxy at a fixed version (a
+# tool, not a dependency of the daemon).
+lint:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -1,0 +1,257 @@
+//go:build e2e && linux
+
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// testCA is a certificate authority made for the test.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+	pool *x509.CertPool
+}
+
+func newCA(t *testing.T) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          randSerial(t),
+		Subject:               pkix.Name{CommonName: "imserious e2e test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool,
+		pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+func randSerial(t *testing.T) *big.Int {
+	t.Helper()
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 63))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n.Add(n, big.NewInt(1))
+}
+
+// issue makes a server certificate for 127.0.0.1 (the host in Dovecot's
+// URL, which Dovecot checks against the SAN) and its key, as PEM.
+func (ca *testCA) issue(t *testing.T) (certPEM, keyPEM []byte, serial *big.Int) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial = randSerial(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "imserious e2e " + serial.Text(16)},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(180 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), serial
+}
+
+// installPair puts a new pair into dir the way Kubernetes updates a
+// mounted secret: cert.pem and key.pem are links through ..data, a link
+// to a versioned directory, which one rename swaps for the next: the
+// pair changes at once, never half.
+func installPair(t *testing.T, ca *testCA, dir, version string) *big.Int {
+	t.Helper()
+	certPEM, keyPEM, serial := ca.issue(t)
+	vdir := filepath.Join(dir, version)
+	if err := os.MkdirAll(vdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vdir, "cert.pem"), certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vdir, "key.pem"), keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "..data.tmp")
+	os.Remove(tmp)
+	if err := os.Symlink(version, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"cert.pem", "key.pem"} {
+		link := filepath.Join(dir, f)
+		if _, err := os.Lstat(link); err == nil {
+			continue
+		}
+		if err := os.Symlink(filepath.Join("..data", f), link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return serial
+}
+
+// servedSerial connects as Dovecot does, verifying the chain against the
+// test CA and the name against 127.0.0.1, and returns the serial of the
+// certificate the server presents.
+func servedSerial(addr string, ca *testCA) (*big.Int, error) {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: waitLimit}, "tcp", addr,
+		&tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber, nil
+}
+
+// TestDovecotOverHTTPS does the deliveries again over HTTPS, Dovecot
+// trusting the test CA through ssl_client_ca_file, with a password that
+// needs percent-encoding in the URL; then rotates the certificate while
+// deliveries go on, and checks that every one of them notified.
+func TestDovecotOverHTTPS(t *testing.T) {
+	requireRoot(t)
+	requireDovecot(t)
+	ca := newCA(t)
+	tlsDir := filepath.Join(t.TempDir(), "tls")
+	first := installPair(t, ca, tlsDir, "v1")
+	m := newMail(t, fmt.Sprintf("[tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "cert.pem"), filepath.Join(tlsDir, "key.pem")), ca)
+	if s, err := servedSerial(m.d.addr, ca); err != nil || s.Cmp(first) != 0 {
+		t.Fatalf("imserious serves serial %v (%v), want the first certificate's %v", s, err, first)
+	}
+
+	t.Run("RFC 2047 subject and from", func(t *testing.T) { m.deliver(t, alice, encodedMessage()) })
+	t.Run("no subject", func(t *testing.T) { m.deliver(t, bob, noSubjectMessage()) })
+	t.Run("LMTP to two recipients", func(t *testing.T) { m.lmtp(t, lmtpMessage()) })
+	t.Run("certificate rotation", func(t *testing.T) { rotate(t, m, ca, tlsDir) })
+	m.check(t)
+	t.Run("delivery time", m.timing)
+}
+
+// rotate delivers to alice one mail after another in a goroutine, swaps
+// the certificate while one is in flight, and goes on until imserious
+// serves the new certificate and five more deliveries have been made
+// after that; every delivery must notify.
+func rotate(t *testing.T, m *mail, ca *testCA, tlsDir string) {
+	from := m.d.mark()
+	next, done := make(chan struct{}), make(chan error)
+	go func() {
+		defer close(done)
+		for range next {
+			msg := newMessage("From: rotation@example.org\nSubject: during rotation\n", "Rotating.\n")
+			_, err := m.dc.tryLDA(m.dc.conf, alice, "", msg.text())
+			done <- err
+		}
+	}()
+	defer func() {
+		close(next)
+		for range done {
+		}
+	}()
+
+	const before, after = 3, 5
+	var (
+		second   *big.Int
+		rotated  time.Time
+		servedAt = -1 // the delivery after which the new certificate was seen served
+		n        int
+	)
+	for n = 0; servedAt < 0 || n < servedAt+after; n++ {
+		next <- struct{}{}
+		if n == before {
+			// The swap happens while delivery n is in flight.
+			second = installPair(t, ca, tlsDir, "v2")
+			rotated = time.Now()
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("delivery %d: %v", n, err)
+		}
+		if second != nil && servedAt < 0 {
+			// Checked between deliveries, driven by them: once the new
+			// certificate is served, every later delivery uses it.
+			s, err := servedSerial(m.d.addr, ca)
+			switch {
+			case err != nil:
+				t.Errorf("after delivery %d: TLS handshake: %v", n, err)
+			case s.Cmp(second) == 0:
+				servedAt = n + 1
+				t.Logf("new certificate served %v after the swap, after delivery %d", time.Since(rotated).Round(time.Millisecond), n)
+			case time.Since(rotated) > waitLimit:
+				t.Fatalf("still serving serial %v %v after the swap, want %v", s, waitLimit, second)
+			}
+		}
+	}
+	m.inbox[alice] += n
+	m.d.waitFor(t, from, "reload of the new certificate", func(l logLine) bool {
+		return strings.Contains(l.str("msg"), "reloaded")
+	})
+	// Each delivery was answered before dovecot-lda exited, so all the
+	// notifications are logged; wait for the reader to have them all.
+	seen := 0
+	m.d.waitFor(t, from, fmt.Sprintf("%d notifications for alice", n), func(l logLine) bool {
+		if accepted(alice)(l) {
+			seen++
+		}
+		return seen == n
+	})
+	if got := len(m.d.since(from, accepted(alice))); got != n {
+		t.Errorf("%d notifications for %d deliveries across the rotation", got, n)
+	}
+	// The handler coalesces events that come while its command runs, but
+	// every one is followed by a run: the runs' counts add up to n.
+	sum := 0
+	m.d.waitFor(t, from, fmt.Sprintf("runs for all %d deliveries", n), func(l logLine) bool {
+		if l.str("msg") == "command started" && l.str("user") == alice {
+			c, _ := l.num("count")
+			sum += c
+		}
+		return sum >= n
+	})
+	runs := m.d.since(from, func(l logLine) bool { return l.str("msg") == "command started" && l.str("user") == alice })
+	m.runs[alice] += len(runs)
+	if sum != n {
+		t.Errorf("runs for alice cover %d events, want %d", sum, n)
+	}
+	t.Logf("%d deliveries across the rotation, %d runs", n, len(runs))
+}
