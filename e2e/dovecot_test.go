@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imserious/imserious/internal/daemontest"
 )
 
 // dovecot is a private Dovecot: its own configuration, base_dir, state
@@ -60,7 +62,7 @@ func newDovecot(t *testing.T, dir, pushURL string, ca []byte, users ...string) *
 		if !ok {
 			acct = mail
 		}
-		a := account(t, acct)
+		a := daemontest.Account(t, acct)
 		home := filepath.Join(dir, "home", mail)
 		if err := os.Mkdir(home, 0o700); err != nil {
 			t.Fatal(err)
@@ -184,7 +186,7 @@ func (d *dovecot) start(t *testing.T) {
 	d.cmd = exec.Command(dovecotBin, "-F", "-c", d.conf)
 	d.cmd.Env = []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin", "NOTIFY_SOCKET=" + sock}
 	d.cmd.Stdout, d.cmd.Stderr = &out, &out
-	dieWithUs(d.cmd)
+	daemontest.DieWithParent(d.cmd)
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("starting dovecot: %v", err)
 	}
@@ -195,7 +197,7 @@ func (d *dovecot) start(t *testing.T) {
 	}()
 	var kids map[int]string
 	t.Cleanup(func() {
-		stopProcess(t, "dovecot", d.cmd, d.exited, kids, 30*time.Second)
+		daemontest.StopTree(t, "dovecot", d.cmd, d.exited, kids, 30*time.Second)
 		if t.Failed() {
 			b, _ := os.ReadFile(d.log)
 			t.Logf("dovecot output:\n%s\ndovecot log %s:\n%s", out.String(), d.log, b)
@@ -213,7 +215,7 @@ func (d *dovecot) start(t *testing.T) {
 	}
 	// Its services exist now: remember them, so none outlives the test
 	// even if the master dies first.
-	kids = descendants(d.cmd.Process.Pid)
+	kids = daemontest.Descendants(d.cmd.Process.Pid)
 }
 
 // doveadm runs doveadm on the main configuration and returns its stdout.

@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imserious/imserious/internal/daemontest"
 	"github.com/imserious/imserious/privsep"
+	"github.com/imserious/imserious/tlsreload/tlstest"
 )
 
 // The mail users of the private Dovecot, and the accounts their commands
@@ -116,22 +118,22 @@ func checkRun(t *testing.T, dc *dovecot, r run, user string, runAs privsep.Accou
 // mail is a Dovecot and an imserious pointed at each other, with a
 // handler for alice and one for bob, and what was delivered so far.
 type mail struct {
-	d     *daemon
+	d     *daemontest.Daemon
 	dc    *dovecot
 	runAs map[string]privsep.Account // the account each mail user's commands run as
 	inbox map[string]int             // INBOX deliveries per user
 	runs  map[string]int             // commands run per user
 	kind  string                     // HTTP or HTTPS
-	ca    *testCA                    // the CA Dovecot trusts, over HTTPS
+	ca    *tlstest.CA                // the CA Dovecot trusts, over HTTPS
 }
 
 // newMail starts imserious with extra TOML (a [tls] table), then Dovecot
 // with its push driver pointed at it: over HTTPS trusting ca when ca is
 // not nil, over HTTP otherwise.
-func newMail(t *testing.T, extra string, ca *testCA) *mail {
+func newMail(t *testing.T, extra string, ca *tlstest.CA) *mail {
 	t.Helper()
 	m := &mail{
-		runAs: map[string]privsep.Account{alice: account(t, runAlice), bob: account(t, runBob)},
+		runAs: map[string]privsep.Account{alice: daemontest.Account(t, runAlice), bob: daemontest.Account(t, runBob)},
 		inbox: map[string]int{},
 		runs:  map[string]int{},
 		kind:  "HTTP",
@@ -139,11 +141,11 @@ func newMail(t *testing.T, extra string, ca *testCA) *mail {
 	}
 	var caPEM []byte
 	if ca != nil {
-		m.kind, caPEM = "HTTPS", ca.pem
+		m.kind, caPEM = "HTTPS", ca.PEM
 	}
-	m.d = startDaemon(t, strings.ToLower(m.kind), daemonConf(t, "allow = [\"127.0.0.1\"]\n"+extra,
-		handlerConf{alice, runAlice}, handlerConf{bob, runBob}))
-	m.dc = newDovecot(t, openDir(t), strings.ToLower(m.kind)+"://"+authURLInfo+"@"+m.d.addr+"/notify", caPEM,
+	m.d = daemontest.Start(t, daemonConf(t, "allow = [\"127.0.0.1\"]\n"+extra,
+		handlerConf{alice, runAlice}, handlerConf{bob, runBob}), daemontest.Options{Name: strings.ToLower(m.kind)})
+	m.dc = newDovecot(t, daemontest.OpenDir(t), strings.ToLower(m.kind)+"://"+authURLInfo+"@"+m.d.Addr+"/notify", caPEM,
 		alice, bob, carol+":"+alice)
 	return m
 }
@@ -152,24 +154,24 @@ func newMail(t *testing.T, extra string, ca *testCA) *mail {
 // run it causes.
 func (m *mail) deliver(t *testing.T, user string, msg message) {
 	t.Helper()
-	from := m.d.mark()
+	from := m.d.Mark()
 	m.dc.lda(t, m.dc.conf, user, "", msg.text())
 	m.inbox[user]++
 	m.runs[user]++
-	checkRun(t, m.dc, m.d.nextRun(t, from, user), user, m.runAs[user], msg)
+	checkRun(t, m.dc, nextRun(t, m.d, from, user), user, m.runAs[user], msg)
 }
 
 // lmtp delivers msg in one LMTP transaction to alice and bob: one
 // notification each, and each handler gets its own run.
 func (m *mail) lmtp(t *testing.T, msg message) {
 	t.Helper()
-	from := m.d.mark()
+	from := m.d.Mark()
 	m.dc.lmtpDeliver(t, msg.text(), alice, bob)
 	for _, u := range []string{alice, bob} {
 		m.inbox[u]++
 		m.runs[u]++
 	}
-	ar, br := m.d.nextRun(t, from, alice), m.d.nextRun(t, from, bob)
+	ar, br := nextRun(t, m.d, from, alice), nextRun(t, m.d, from, bob)
 	checkRun(t, m.dc, ar, alice, m.runAs[alice], msg)
 	checkRun(t, m.dc, br, bob, m.runAs[bob], msg)
 	if ar.pid == br.pid {
@@ -184,10 +186,10 @@ func (m *mail) lmtp(t *testing.T, msg message) {
 func (m *mail) check(t *testing.T) {
 	t.Helper()
 	for _, u := range []string{alice, bob} {
-		if n := len(m.d.since(0, accepted(u))); n != m.inbox[u] {
+		if n := len(m.d.Since(0, accepted(u))); n != m.inbox[u] {
 			t.Errorf("%s: %d notifications accepted, want %d (one per INBOX delivery)", u, n, m.inbox[u])
 		}
-		started := m.d.since(0, func(l logLine) bool { return l.str("msg") == "command started" && l.str("user") == u })
+		started := m.d.Since(0, func(l daemontest.Line) bool { return l.Str("msg") == "command started" && l.Str("user") == u })
 		if len(started) != m.runs[u] {
 			t.Errorf("%s: %d runs, want %d", u, len(started), m.runs[u])
 		}
@@ -195,7 +197,7 @@ func (m *mail) check(t *testing.T) {
 	if p := m.dc.problems(t, m.dc.log); len(p) > 0 {
 		t.Errorf("dovecot logged problems:\n%s", strings.Join(p, "\n"))
 	}
-	if strings.Contains(m.d.all(), authPass) {
+	if strings.Contains(m.d.All(), authPass) {
 		t.Errorf("the password reached imserious's log")
 	}
 }
@@ -227,11 +229,11 @@ func (m *mail) probe(t *testing.T, n int) time.Duration {
 	t.Helper()
 	tr := &http.Transport{DisableKeepAlives: true}
 	if m.ca != nil {
-		tr.TLSClientConfig = &tls.Config{RootCAs: m.ca.pool, ServerName: "127.0.0.1"}
+		tr.TLSClientConfig = &tls.Config{RootCAs: m.ca.Pool(), ServerName: "127.0.0.1"}
 	}
 	client := &http.Client{Timeout: waitLimit, Transport: tr}
 	defer tr.CloseIdleConnections()
-	url := strings.ToLower(m.kind) + "://" + m.d.addr + "/notify"
+	url := strings.ToLower(m.kind) + "://" + m.d.Addr + "/notify"
 	body := fmt.Sprintf(`{"user":%q,"event":"messageNew","folder":"INBOX","imap-uidvalidity":1,"imap-uid":1,"subject":"probe","unseen":1}`, carol)
 	var ds []time.Duration
 	for range n {
@@ -306,7 +308,7 @@ func TestDovecotOverHTTP(t *testing.T) {
 	t.Run("no subject", func(t *testing.T) { m.deliver(t, bob, noSubjectMessage()) })
 	t.Run("folded ISO-8859-1 subject", func(t *testing.T) { m.deliver(t, alice, foldedMessage()) })
 	t.Run("other folder, then LMTP to two recipients", func(t *testing.T) {
-		from := m.d.mark()
+		from := m.d.Mark()
 		other := newMessage("From: list@example.org\nSubject: not for INBOX\n", "Filed elsewhere.\n")
 		m.dc.lda(t, m.dc.conf, alice, "Other", other.text())
 		m.dc.uidOf(t, alice, "Other", other.id) // it was delivered, there
@@ -314,7 +316,7 @@ func TestDovecotOverHTTP(t *testing.T) {
 		// for Other, that notification would have been answered, and
 		// logged, before this one.
 		m.lmtp(t, lmtpMessage())
-		if n := len(m.d.since(from, accepted(alice))); n != 1 {
+		if n := len(m.d.Since(from, accepted(alice))); n != 1 {
 			t.Errorf("%d notifications for alice since the delivery into Other, want 1 (the LMTP one): Dovecot notified for another folder?", n)
 		}
 	})
@@ -355,30 +357,30 @@ func median(ds []time.Duration) time.Duration {
 func TestRejectedRequestsAreLogged(t *testing.T) {
 	requireRoot(t)
 	requireDovecot(t)
-	account(t, runAlice)
+	daemontest.Account(t, runAlice)
 	h := handlerConf{alice, runAlice}
-	open := startDaemon(t, "loopback", daemonConf(t, "allow = [\"127.0.0.1\"]\n", h))
+	open := daemontest.Start(t, daemonConf(t, "allow = [\"127.0.0.1\"]\n", h), daemontest.Options{Name: "loopback"})
 	// 127.0.0.2 only: Dovecot connects from 127.0.0.1. The marker request
 	// below comes from 127.0.0.2.
-	closed := startDaemon(t, "closed", daemonConf(t, "allow = [\"127.0.0.2\"]\n", h))
-	dc := newDovecot(t, openDir(t), "http://"+authURLInfo+"@"+open.addr+"/notify", nil, alice)
+	closed := daemontest.Start(t, daemonConf(t, "allow = [\"127.0.0.2\"]\n", h), daemontest.Options{Name: "closed"})
+	dc := newDovecot(t, daemontest.OpenDir(t), "http://"+authURLInfo+"@"+open.Addr+"/notify", nil, alice)
 
 	cases := []struct {
 		name   string
-		d      *daemon
+		d      *daemontest.Daemon
 		src    string // where the marker request comes from
 		url    string
 		status int
 		reason string // a word the reason must contain
 	}{
-		{"wrong password", open, "127.0.0.1", "http://dove:wr%40ng%3Apass@" + open.addr + "/notify", 401, "credentials"},
-		{"wrong path", open, "127.0.0.1", "http://" + authURLInfo + "@" + open.addr + "/notfy", 404, "endpoint"},
-		{"peer outside allow", closed, "127.0.0.2", "http://" + authURLInfo + "@" + closed.addr + "/notify", 403, "allow"},
+		{"wrong password", open, "127.0.0.1", "http://dove:wr%40ng%3Apass@" + open.Addr + "/notify", 401, "credentials"},
+		{"wrong path", open, "127.0.0.1", "http://" + authURLInfo + "@" + open.Addr + "/notfy", 404, "endpoint"},
+		{"peer outside allow", closed, "127.0.0.2", "http://" + authURLInfo + "@" + closed.Addr + "/notify", 403, "allow"},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			conf, log := dc.variant(t, fmt.Sprintf("reject%d", i), c.url)
-			from := c.d.mark()
+			from := c.d.Mark()
 			dc.lda(t, conf, alice, "", newMessage("From: x@example.org\nSubject: rejected\n", "Will not notify.\n").text())
 
 			// Dovecot saw the status: it logs the failure (not retried).
@@ -397,49 +399,49 @@ func TestRejectedRequestsAreLogged(t *testing.T) {
 			// request that passes, sent now, is logged after it: once its
 			// line is in, every line of the failed notification is too.
 			marker(t, c.d, c.src, i)
-			warn := c.d.since(from, func(l logLine) bool { return l.str("level") == "WARN" })
+			warn := c.d.Since(from, func(l daemontest.Line) bool { return l.Str("level") == "WARN" })
 			if len(warn) != 1 || !rejected(warn[0]) {
 				t.Fatalf("warn lines %v, want one %q line", warn, "request rejected")
 			}
 			l := warn[0]
-			if st, _ := l.num("status"); st != c.status {
+			if st, _ := l.Num("status"); st != c.status {
 				t.Errorf("status %d, want %d: %v", st, c.status, l)
 			}
-			peer, err := netip.ParseAddrPort(l.str("peer"))
+			peer, err := netip.ParseAddrPort(l.Str("peer"))
 			if err != nil || peer.Addr() != netip.MustParseAddr("127.0.0.1") {
-				t.Errorf("peer %q, want 127.0.0.1:PORT (Dovecot's connection): %v", l.str("peer"), l)
+				t.Errorf("peer %q, want 127.0.0.1:PORT (Dovecot's connection): %v", l.Str("peer"), l)
 			}
-			if !strings.Contains(l.str("reason"), c.reason) {
-				t.Errorf("reason %q does not say %q: %v", l.str("reason"), c.reason, l)
+			if !strings.Contains(l.Str("reason"), c.reason) {
+				t.Errorf("reason %q does not say %q: %v", l.Str("reason"), c.reason, l)
 			}
-			if l.str("method") != "PUT" {
-				t.Errorf("method %q, want PUT: %v", l.str("method"), l)
+			if l.Str("method") != "PUT" {
+				t.Errorf("method %q, want PUT: %v", l.Str("method"), l)
 			}
 		})
 	}
-	for _, d := range []*daemon{open, closed} {
-		all := d.all()
+	for _, d := range []*daemontest.Daemon{open, closed} {
+		all := d.All()
 		for _, secret := range []string{authPass, "wr@ng:pass", base64.StdEncoding.EncodeToString([]byte("dove:wr@ng:pass"))} {
 			if strings.Contains(all, secret) {
-				t.Errorf("imserious %s logged a password (%q)", d.name, secret)
+				t.Errorf("%s logged a password (%q)", d.Name, secret)
 			}
 		}
-		if n := len(d.since(0, func(l logLine) bool { return l.str("msg") == "command started" })); n != 0 {
-			t.Errorf("imserious %s ran %d commands for rejected notifications", d.name, n)
+		if n := len(d.Since(0, func(l daemontest.Line) bool { return l.Str("msg") == "command started" })); n != 0 {
+			t.Errorf("%s ran %d commands for rejected notifications", d.Name, n)
 		}
 	}
 }
 
 // marker sends a valid notification from src for a user without handlers
 // and waits for the network process to log it (at debug level).
-func marker(t *testing.T, d *daemon, src string, n int) {
+func marker(t *testing.T, d *daemontest.Daemon, src string, n int) {
 	t.Helper()
 	user := fmt.Sprintf("imse-e2e-marker-%d", n)
 	client := &http.Client{Timeout: waitLimit, Transport: &http.Transport{DialContext: (&net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).DialContext}}
 	defer client.CloseIdleConnections()
 	body := fmt.Sprintf(`{"user":%q,"event":"messageNew","folder":"INBOX"}`, user)
-	req, err := http.NewRequestWithContext(context.Background(), "PUT", "http://"+d.addr+"/notify", strings.NewReader(body))
+	req, err := http.NewRequestWithContext(context.Background(), "PUT", "http://"+d.Addr+"/notify", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +456,7 @@ func marker(t *testing.T, d *daemon, src string, n int) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("marker request from %s: status %d", src, resp.StatusCode)
 	}
-	d.waitFor(t, 0, "marker "+user, func(l logLine) bool {
-		return l.str("msg") == "event matches no handler" && l.str("user") == user
+	d.WaitFrom(t, 0, "marker "+user, func(l daemontest.Line) bool {
+		return l.Str("msg") == "event matches no handler" && l.Str("user") == user
 	})
 }

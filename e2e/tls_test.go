@@ -3,13 +3,7 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
@@ -18,101 +12,30 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imserious/imserious/internal/daemontest"
+	"github.com/imserious/imserious/tlsreload/tlstest"
 )
 
-// testCA is a certificate authority made for the test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-	pool *x509.CertPool
-}
-
-func newCA(t *testing.T) *testCA {
+// issue makes a server certificate for 127.0.0.1 alone: the host in
+// Dovecot's URL, which Dovecot checks against the SAN.
+func issue(t *testing.T, ca *tlstest.CA) *tlstest.Leaf {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          randSerial(t),
-		Subject:               pkix.Name{CommonName: "imserious e2e test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool,
-		pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-func randSerial(t *testing.T) *big.Int {
-	t.Helper()
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 63))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n.Add(n, big.NewInt(1))
-}
-
-// issue makes a server certificate for 127.0.0.1 (the host in Dovecot's
-// URL, which Dovecot checks against the SAN) and its key, as PEM.
-func (ca *testCA) issue(t *testing.T) (certPEM, keyPEM []byte, serial *big.Int) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial = randSerial(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "imserious e2e " + serial.Text(16)},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(180 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), serial
+	return ca.Issue(t, tlstest.Options{IPs: []net.IP{net.ParseIP("127.0.0.1")}})
 }
 
 // installPair puts a new pair into dir the way Kubernetes updates a
 // mounted secret: cert.pem and key.pem are links through ..data, a link
 // to a versioned directory, which one rename swaps for the next: the
 // pair changes at once, never half.
-func installPair(t *testing.T, ca *testCA, dir, version string) *big.Int {
+func installPair(t *testing.T, ca *tlstest.CA, dir, version string) *big.Int {
 	t.Helper()
-	certPEM, keyPEM, serial := ca.issue(t)
+	leaf := issue(t, ca)
 	vdir := filepath.Join(dir, version)
 	if err := os.MkdirAll(vdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(vdir, "cert.pem"), certPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(vdir, "key.pem"), keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	leaf.Write(t, filepath.Join(vdir, "cert.pem"), filepath.Join(vdir, "key.pem"))
 	tmp := filepath.Join(dir, "..data.tmp")
 	os.Remove(tmp)
 	if err := os.Symlink(version, tmp); err != nil {
@@ -130,15 +53,15 @@ func installPair(t *testing.T, ca *testCA, dir, version string) *big.Int {
 			t.Fatal(err)
 		}
 	}
-	return serial
+	return leaf.Cert.SerialNumber
 }
 
 // servedSerial connects as Dovecot does, verifying the chain against the
 // test CA and the name against 127.0.0.1, and returns the serial of the
 // certificate the server presents.
-func servedSerial(addr string, ca *testCA) (*big.Int, error) {
+func servedSerial(addr string, ca *tlstest.CA) (*big.Int, error) {
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: waitLimit}, "tcp", addr,
-		&tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
+		&tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12})
 	if err != nil {
 		return nil, err
 	}
@@ -153,11 +76,11 @@ func servedSerial(addr string, ca *testCA) (*big.Int, error) {
 func TestDovecotOverHTTPS(t *testing.T) {
 	requireRoot(t)
 	requireDovecot(t)
-	ca := newCA(t)
+	ca := tlstest.NewCA(t)
 	tlsDir := filepath.Join(t.TempDir(), "tls")
 	first := installPair(t, ca, tlsDir, "v1")
 	m := newMail(t, fmt.Sprintf("[tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "cert.pem"), filepath.Join(tlsDir, "key.pem")), ca)
-	if s, err := servedSerial(m.d.addr, ca); err != nil || s.Cmp(first) != 0 {
+	if s, err := servedSerial(m.d.Addr, ca); err != nil || s.Cmp(first) != 0 {
 		t.Fatalf("imserious serves serial %v (%v), want the first certificate's %v", s, err, first)
 	}
 
@@ -173,8 +96,8 @@ func TestDovecotOverHTTPS(t *testing.T) {
 // the certificate while one is in flight, and goes on until imserious
 // serves the new certificate and five more deliveries have been made
 // after that; every delivery must notify.
-func rotate(t *testing.T, m *mail, ca *testCA, tlsDir string) {
-	from := m.d.mark()
+func rotate(t *testing.T, m *mail, ca *tlstest.CA, tlsDir string) {
+	from := m.d.Mark()
 	next, done := make(chan struct{}), make(chan error)
 	go func() {
 		defer close(done)
@@ -210,7 +133,7 @@ func rotate(t *testing.T, m *mail, ca *testCA, tlsDir string) {
 		if second != nil && servedAt < 0 {
 			// Checked between deliveries, driven by them: once the new
 			// certificate is served, every later delivery uses it.
-			s, err := servedSerial(m.d.addr, ca)
+			s, err := servedSerial(m.d.Addr, ca)
 			switch {
 			case err != nil:
 				t.Errorf("after delivery %d: TLS handshake: %v", n, err)
@@ -223,32 +146,32 @@ func rotate(t *testing.T, m *mail, ca *testCA, tlsDir string) {
 		}
 	}
 	m.inbox[alice] += n
-	m.d.waitFor(t, from, "reload of the new certificate", func(l logLine) bool {
-		return strings.Contains(l.str("msg"), "reloaded")
+	m.d.WaitFrom(t, from, "reload of the new certificate", func(l daemontest.Line) bool {
+		return strings.Contains(l.Str("msg"), "reloaded")
 	})
 	// Each delivery was answered before dovecot-lda exited, so all the
 	// notifications are logged; wait for the reader to have them all.
 	seen := 0
-	m.d.waitFor(t, from, fmt.Sprintf("%d notifications for alice", n), func(l logLine) bool {
+	m.d.WaitFrom(t, from, fmt.Sprintf("%d notifications for alice", n), func(l daemontest.Line) bool {
 		if accepted(alice)(l) {
 			seen++
 		}
 		return seen == n
 	})
-	if got := len(m.d.since(from, accepted(alice))); got != n {
+	if got := len(m.d.Since(from, accepted(alice))); got != n {
 		t.Errorf("%d notifications for %d deliveries across the rotation", got, n)
 	}
 	// The handler coalesces events that come while its command runs, but
 	// every one is followed by a run: the runs' counts add up to n.
 	sum := 0
-	m.d.waitFor(t, from, fmt.Sprintf("runs for all %d deliveries", n), func(l logLine) bool {
-		if l.str("msg") == "command started" && l.str("user") == alice {
-			c, _ := l.num("count")
+	m.d.WaitFrom(t, from, fmt.Sprintf("runs for all %d deliveries", n), func(l daemontest.Line) bool {
+		if l.Str("msg") == "command started" && l.Str("user") == alice {
+			c, _ := l.Num("count")
 			sum += c
 		}
 		return sum >= n
 	})
-	runs := m.d.since(from, func(l logLine) bool { return l.str("msg") == "command started" && l.str("user") == alice })
+	runs := m.d.Since(from, func(l daemontest.Line) bool { return l.Str("msg") == "command started" && l.Str("user") == alice })
 	m.runs[alice] += len(runs)
 	if sum != n {
 		t.Errorf("runs for alice cover %d events, want %d", sum, n)

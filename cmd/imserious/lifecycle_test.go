@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -6,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imserious/imserious/internal/daemontest"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,18 +35,11 @@ func waitGone(t *testing.T, pid int, within time.Duration) bool {
 
 // The children notice the parent's death as EOF on their channel and go.
 func TestChildrenExitWithParent(t *testing.T) {
-	user, _ := account(t, "imse_alice")
-	cfg := fmt.Sprintf("listen = \"127.0.0.1:0\"\n%s%s\n[[handler]]\nuser = %q\ncommand = \"/bin/true\"\n", logTOML, privsepTOML(t), user)
-	d := start(t, cfg)
-	kids := children(t, d.cmd.Process.Pid)
-	if len(kids) != 2 {
-		t.Fatalf("children %v, want net and one exec", kids)
-	}
-	d.cmd.Process.Kill()
-	<-d.exit
+	d, kids := startOneHandler(t)
+	d.Kill()
 	for role, pi := range kids {
-		if !waitGone(t, pi.pid, 30*time.Second) {
-			t.Errorf("child %s (pid %d) still running 30s after the parent was killed", role, pi.pid)
+		if !waitGone(t, pi.Pid, 30*time.Second) {
+			t.Errorf("child %s (pid %d) still running 30s after the parent was killed", role, pi.Pid)
 		}
 	}
 }
@@ -55,38 +51,33 @@ func TestSIGINTLetsRunningCommandFinish(t *testing.T) {
 	marker := "finished after shutdown began"
 	cfg := fmt.Sprintf("listen = \"127.0.0.1:0\"\n%s%s\n[[handler]]\nuser = %q\ncommand = [\"/bin/sh\", \"-c\", \"sleep 1; echo '%s'\"]\n"+
 		"[[handler]]\nuser = %q\ncommand = \"/bin/true\"\ndelay = \"1h\"\n",
-		logTOML, privsepTOML(t), user, marker, user)
+		daemontest.LogTOML, daemontest.PrivsepTOML(t), user, marker, user)
 	d := start(t, cfg)
-	if resp := notify(t, d.url(), fmt.Sprintf(body1, user, 1), nil); resp.StatusCode != 200 {
+	if resp := notify(t, notifyURL(d), fmt.Sprintf(body1, user, 1), nil); resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	d.waitFor(func(m map[string]any) bool { return m["msg"] == "command started" })
-	kids := children(t, d.cmd.Process.Pid)
-	if err := d.cmd.Process.Signal(os.Interrupt); err != nil {
+	d.WaitFor("command started", func(m daemontest.Line) bool { return m["msg"] == "command started" })
+	kids := d.Children()
+	if err := d.Cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-d.exit:
-	case <-time.After(60 * time.Second):
-		t.Fatal("daemon did not stop within 60s of SIGINT")
-	}
-	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := d.WaitExit("SIGINT"); code != 0 {
 		t.Errorf("exit status %d after SIGINT, want 0", code)
 	}
-	if d.count(func(m map[string]any) bool { return m["msg"] == "command output" && m["line"] == marker }) != 1 {
+	if d.Count(func(m daemontest.Line) bool { return m["msg"] == "command output" && m["line"] == marker }) != 1 {
 		t.Errorf("the running command did not finish before the daemon exited")
 	}
-	if d.count(func(m map[string]any) bool { return m["msg"] == "command exited" && m["status"] == float64(0) }) != 1 {
+	if d.Count(func(m daemontest.Line) bool { return m["msg"] == "command exited" && m["status"] == float64(0) }) != 1 {
 		t.Errorf("no clean exit of the command logged")
 	}
-	if d.count(func(m map[string]any) bool {
+	if d.Count(func(m daemontest.Line) bool {
 		return m["msg"] == "pending run dropped at shutdown" && m["handler"] == float64(1) && m["level"] == "WARN"
 	}) != 1 {
 		t.Errorf("the delayed run that will not happen was not logged")
 	}
 	for role, pi := range kids {
-		if !waitGone(t, pi.pid, time.Second) {
-			t.Errorf("child %s (pid %d) outlived the daemon", role, pi.pid)
+		if !waitGone(t, pi.Pid, time.Second) {
+			t.Errorf("child %s (pid %d) outlived the daemon", role, pi.Pid)
 		}
 	}
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // End-to-end tests of [tls]: the real binary serving HTTPS with a
@@ -18,12 +20,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/imserious/imserious/internal/daemontest"
 	"github.com/imserious/imserious/tlsreload"
 	"github.com/imserious/imserious/tlsreload/tlstest"
 )
@@ -35,18 +37,18 @@ func tlsTOML(t *testing.T, cert, key, extra string) string {
 	t.Helper()
 	user, _ := account(t, "imse_alice")
 	return fmt.Sprintf("listen = \"127.0.0.1:0\"\ntimeout = \"60s\"\n%s%s\n[tls]\ncert = %q\nkey = %q\n%s\n[[handler]]\nuser = %q\ncommand = \"/bin/true\"\n",
-		logTOML, privsepTOML(t), cert, key, extra, user)
+		daemontest.LogTOML, daemontest.PrivsepTOML(t), cert, key, extra, user)
 }
 
 func serialOf(l *tlstest.Leaf) string { return tlsreload.SerialHex(l.Cert) }
 
 // served returns the serial of the certificate a fresh handshake gets,
 // verified against the CA alone.
-func (d *instance) served(ca *tlstest.CA) string {
-	d.t.Helper()
-	c, err := tls.Dial("tcp", d.addr, &tls.Config{RootCAs: ca.Pool()})
+func served(t *testing.T, d *daemontest.Daemon, ca *tlstest.CA) string {
+	t.Helper()
+	c, err := tls.Dial("tcp", d.Addr, &tls.Config{RootCAs: ca.Pool()})
 	if err != nil {
-		d.t.Fatalf("TLS handshake with %s: %v", d.addr, err)
+		t.Fatalf("TLS handshake with %s: %v", d.Addr, err)
 	}
 	defer c.Close()
 	return tlsreload.SerialHex(c.ConnectionState().PeerCertificates[0])
@@ -54,9 +56,9 @@ func (d *instance) served(ca *tlstest.CA) string {
 
 // waitInstalled waits until the network process reports serving l; from
 // then on every new handshake gets it.
-func (d *instance) waitInstalled(l *tlstest.Leaf) {
-	d.t.Helper()
-	d.waitFor(func(m map[string]any) bool {
+func waitInstalled(t *testing.T, d *daemontest.Daemon, l *tlstest.Leaf) {
+	t.Helper()
+	d.WaitFrom(t, 0, "installation of certificate "+serialOf(l), func(m daemontest.Line) bool {
 		return m["msg"] == "TLS certificate installed" && m["serial"] == serialOf(l)
 	})
 }
@@ -71,14 +73,14 @@ type keepAlive struct {
 	n    int
 }
 
-func (d *instance) keepAlive(ca *tlstest.CA, user string) *keepAlive {
-	d.t.Helper()
-	c, err := tls.Dial("tcp", d.addr, &tls.Config{RootCAs: ca.Pool()})
+func newKeepAlive(t *testing.T, d *daemontest.Daemon, ca *tlstest.CA, user string) *keepAlive {
+	t.Helper()
+	c, err := tls.Dial("tcp", d.Addr, &tls.Config{RootCAs: ca.Pool()})
 	if err != nil {
-		d.t.Fatal(err)
+		t.Fatal(err)
 	}
-	d.t.Cleanup(func() { c.Close() })
-	return &keepAlive{t: d.t, c: c, r: bufio.NewReader(c), host: d.addr, user: user}
+	t.Cleanup(func() { c.Close() })
+	return &keepAlive{t: t, c: c, r: bufio.NewReader(c), host: d.Addr, user: user}
 }
 
 // put sends a notification on the connection and returns the status.
@@ -109,10 +111,10 @@ func (k *keepAlive) serial() string {
 	return tlsreload.SerialHex(k.c.ConnectionState().PeerCertificates[0])
 }
 
-func pids(kids map[string]procInfo) map[string]int {
+func pids(kids map[string]daemontest.Proc) map[string]int {
 	out := map[string]int{}
 	for role, pi := range kids {
-		out[role] = pi.pid
+		out[role] = pi.Pid
 	}
 	return out
 }
@@ -216,25 +218,25 @@ func TestTLSReload(t *testing.T) {
 			cert, key := s.setup(t, dir, a)
 			user, _ := account(t, "imse_alice")
 			d := start(t, tlsTOML(t, cert, key, ""))
-			before := pids(children(t, d.cmd.Process.Pid))
-			if got := d.served(ca); got != serialOf(a) {
+			before := pids(d.Children())
+			if got := served(t, d, ca); got != serialOf(a) {
 				t.Fatalf("served %s, want A %s", got, serialOf(a))
 			}
-			k := d.keepAlive(ca, user)
+			k := newKeepAlive(t, d, ca, user)
 			if st := k.put(); st != 200 {
 				t.Fatalf("status %d before the swap", st)
 			}
 
 			swapped := time.Now()
 			s.replace(t, dir, b)
-			d.waitInstalled(b)
+			waitInstalled(t, d, b)
 			if took := time.Since(swapped); took > 10*time.Second {
 				t.Errorf("new certificate served after %v", took)
 			}
-			if got := d.served(ca); got != serialOf(b) {
+			if got := served(t, d, ca); got != serialOf(b) {
 				t.Errorf("served %s after the swap, want B %s", got, serialOf(b))
 			}
-			l := d.waitFor(func(m map[string]any) bool {
+			l := d.WaitFor("reload of B", func(m daemontest.Line) bool {
 				return m["msg"] == "TLS certificate reloaded" && m["serial"] == serialOf(b)
 			})
 			if l["reason"] != "file change" {
@@ -246,10 +248,10 @@ func TestTLSReload(t *testing.T) {
 			if k.serial() != serialOf(a) {
 				t.Errorf("the connection opened before the swap changed certificate")
 			}
-			if after := pids(children(t, d.cmd.Process.Pid)); !maps.Equal(before, after) {
+			if after := pids(d.Children()); !maps.Equal(before, after) {
 				t.Errorf("processes changed across the reload: %v, then %v", before, after)
 			}
-			if code := d.stop(); code != 0 {
+			if code := d.Stop(); code != 0 {
 				t.Errorf("exit status %d, want 0", code)
 			}
 		})
@@ -265,8 +267,8 @@ func TestTLSBadPairKeepsServing(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := plainFiles(t, dir, a)
 	d := start(t, tlsTOML(t, cert, key, ""))
-	failed := func(why string) map[string]any {
-		return d.waitFor(func(m map[string]any) bool {
+	failed := func(why string) daemontest.Line {
+		return d.WaitFor("reload failure saying "+why, func(m daemontest.Line) bool {
 			e, _ := m["err"].(string)
 			return m["msg"] == "TLS reload failed, still serving the previous certificate" && strings.Contains(e, why)
 		})
@@ -274,20 +276,20 @@ func TestTLSBadPairKeepsServing(t *testing.T) {
 
 	tlstest.WriteFile(t, key, []byte("not a key\n"), 0o600)
 	failed("key " + key + ": no PRIVATE KEY block")
-	if got := d.served(ca); got != serialOf(a) {
+	if got := served(t, d, ca); got != serialOf(a) {
 		t.Errorf("garbage key: served %s, want A", got)
 	}
 	tlstest.WriteFile(t, key, b.KeyPEM, 0o600)
 	failed("key " + key + ": does not match the certificate " + cert)
-	if got := d.served(ca); got != serialOf(a) {
+	if got := served(t, d, ca); got != serialOf(a) {
 		t.Errorf("mismatched key: served %s, want A", got)
 	}
 	c.Write(t, cert, key)
-	d.waitInstalled(c)
-	if got := d.served(ca); got != serialOf(c) {
+	waitInstalled(t, d, c)
+	if got := served(t, d, ca); got != serialOf(c) {
 		t.Errorf("served %s, want C", got)
 	}
-	if n := d.count(func(m map[string]any) bool { return m["msg"] == "TLS certificate installed" }); n != 2 {
+	if n := d.Count(func(m daemontest.Line) bool { return m["msg"] == "TLS certificate installed" }); n != 2 {
 		t.Errorf("%d certificates installed, want A and C only", n)
 	}
 }
@@ -317,14 +319,14 @@ func TestTLSPeriodicReload(t *testing.T) {
 	cert, key := blindLayout(t, dir, a)
 	d := start(t, tlsTOML(t, cert, key, "periodic_reload = \"1s\""))
 	blindReplace(t, dir, b)
-	l := d.waitFor(func(m map[string]any) bool {
+	l := d.WaitFor("reload of B", func(m daemontest.Line) bool {
 		return m["msg"] == "TLS certificate reloaded" && m["serial"] == serialOf(b)
 	})
 	if l["reason"] != "periodic" {
 		t.Errorf("reloaded for %v, want periodic", l["reason"])
 	}
-	d.waitInstalled(b)
-	if got := d.served(ca); got != serialOf(b) {
+	waitInstalled(t, d, b)
+	if got := served(t, d, ca); got != serialOf(b) {
 		t.Errorf("served %s, want B", got)
 	}
 }
@@ -339,32 +341,34 @@ func TestTLSSIGHUP(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := blindLayout(t, dir, a)
 	d := start(t, tlsTOML(t, cert, key, ""))
-	expiring := func(m map[string]any) bool { return m["msg"] == "TLS certificate expires soon" && m["level"] == "WARN" }
-	if w := d.waitFor(expiring); w["left"] != "4 days 23 hours" {
+	expiring := func(m daemontest.Line) bool {
+		return m["msg"] == "TLS certificate expires soon" && m["level"] == "WARN"
+	}
+	if w := d.WaitFor("expiry warning", expiring); w["left"] != "4 days 23 hours" {
 		t.Errorf("expiry warning at start says %v left", w["left"])
 	}
 	blindReplace(t, dir, b)
-	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := d.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	l := d.waitFor(func(m map[string]any) bool {
+	l := d.WaitFor("reload of B", func(m daemontest.Line) bool {
 		return m["msg"] == "TLS certificate reloaded" && m["serial"] == serialOf(b)
 	})
 	if l["reason"] != "SIGHUP" {
 		t.Errorf("reloaded for %v, want SIGHUP", l["reason"])
 	}
-	d.waitInstalled(b)
-	if got := d.served(ca); got != serialOf(b) {
+	waitInstalled(t, d, b)
+	if got := served(t, d, ca); got != serialOf(b) {
 		t.Errorf("served %s, want B", got)
 	}
-	d.waitFor(func(m map[string]any) bool {
+	d.WaitFor("SIGHUP line", func(m daemontest.Line) bool {
 		s, _ := m["msg"].(string)
 		return strings.HasPrefix(s, "SIGHUP: reloading the TLS certificate")
 	})
-	if n := d.count(expiring); n < 2 {
+	if n := d.Count(expiring); n < 2 {
 		t.Errorf("%d expiry warnings, want one at start and one at the reload", n)
 	}
-	if code := d.stop(); code != 0 {
+	if code := d.Stop(); code != 0 {
 		t.Errorf("exit status %d after SIGHUP then SIGTERM, want 0", code)
 	}
 }
@@ -378,7 +382,7 @@ func TestTLSProtocols(t *testing.T) {
 	d := start(t, tlsTOML(t, cert, key, ""))
 
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
-	req, _ := http.NewRequest("PUT", "https://"+d.addr+"/notify", strings.NewReader(fmt.Sprintf(body1, user, 1)))
+	req, _ := http.NewRequest("PUT", "https://"+d.Addr+"/notify", strings.NewReader(fmt.Sprintf(body1, user, 1)))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
@@ -390,7 +394,7 @@ func TestTLSProtocols(t *testing.T) {
 	}
 
 	for _, v := range []uint16{tls.VersionTLS10, tls.VersionTLS11} {
-		c, err := tls.Dial("tcp", d.addr, &tls.Config{RootCAs: ca.Pool(), MinVersion: v, MaxVersion: v})
+		c, err := tls.Dial("tcp", d.Addr, &tls.Config{RootCAs: ca.Pool(), MinVersion: v, MaxVersion: v})
 		if err == nil {
 			c.Close()
 			t.Errorf("%s handshake succeeded", tls.VersionName(v))
@@ -398,7 +402,7 @@ func TestTLSProtocols(t *testing.T) {
 	}
 
 	// Plain HTTP on the HTTPS port gets no notification through.
-	req, _ = http.NewRequest("PUT", "http://"+d.addr+"/notify", strings.NewReader(fmt.Sprintf(body1, user, 2)))
+	req, _ = http.NewRequest("PUT", "http://"+d.Addr+"/notify", strings.NewReader(fmt.Sprintf(body1, user, 2)))
 	req.Header.Set("Content-Type", "application/json")
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
@@ -419,14 +423,13 @@ func TestTLSKeyNeverInNetworkProcess(t *testing.T) {
 	a := ca.Issue(t, tlstest.Options{})
 	// World-searchable directories, so that only the key's own mode (0600,
 	// root's) keeps other uids out.
-	cert, key := plainFiles(t, publicDir(t), a)
+	cert, key := plainFiles(t, daemontest.PublicDir(t), a)
 	d := start(t, tlsTOML(t, cert, key, ""))
-	netp, ok := children(t, d.cmd.Process.Pid)["net"]
+	netp, ok := d.Children()["net"]
 	if !ok {
 		t.Fatal("no net child")
 	}
-	uid, _ := strconv.Atoi(netp.uid[1])
-	gid, _ := strconv.Atoi(netp.gid[1])
+	uid, gid := netp.UID[1], netp.GID[1]
 	if uid == 0 {
 		t.Fatalf("network process runs as root")
 	}
@@ -441,7 +444,7 @@ func TestTLSKeyNeverInNetworkProcess(t *testing.T) {
 		t.Errorf("uid %d read the key", uid)
 	}
 
-	root := fmt.Sprintf("/proc/%d/root", netp.pid)
+	root := fmt.Sprintf("/proc/%d/root", netp.Pid)
 	if _, err := os.Stat(root + "/"); err != nil {
 		t.Fatalf("cannot look into the network process's root: %v", err)
 	}
@@ -450,18 +453,18 @@ func TestTLSKeyNeverInNetworkProcess(t *testing.T) {
 			t.Errorf("%s inside the network process's root: %v, want it not to exist", p, err)
 		}
 	}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", netp.pid))
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", netp.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, fd := range fds {
-		target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", netp.pid, fd.Name()))
+		target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", netp.Pid, fd.Name()))
 		if target == key || target == cert {
 			t.Errorf("network process holds fd %s on %s", fd.Name(), target)
 		}
 	}
 	// And it serves the certificate all the same.
-	if got := d.served(ca); got != serialOf(a) {
+	if got := served(t, d, ca); got != serialOf(a) {
 		t.Errorf("served %s, want A", got)
 	}
 }
@@ -470,8 +473,7 @@ func TestTLSKeyNeverInNetworkProcess(t *testing.T) {
 // it exits on its own.
 func runToExit(t *testing.T, cfgText string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(binPath, "-c", writeConfig(t, cfgText))
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd := daemontest.Command(t, "-c", daemontest.WriteConfig(t, cfgText))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -505,14 +507,14 @@ func TestTLSStart(t *testing.T) {
 	}
 
 	user, _ := account(t, "imse_alice")
-	code, out = runToExit(t, fmt.Sprintf("listen = \"0.0.0.0:0\"\n%s%s[[handler]]\nuser = %q\ncommand = \"/bin/true\"\n", logTOML, privsepTOML(t), user))
+	code, out = runToExit(t, fmt.Sprintf("listen = \"0.0.0.0:0\"\n%s%s[[handler]]\nuser = %q\ncommand = \"/bin/true\"\n", daemontest.LogTOML, daemontest.PrivsepTOML(t), user))
 	if code != 1 || !strings.Contains(out, "is not a loopback address and there is no [tls]") {
 		t.Errorf("non-loopback without [tls]: status %d\n%s", code, out)
 	}
 
 	d := start(t, fmt.Sprintf("listen = \"0.0.0.0:0\"\ninsecure_plaintext = true\n%s%s[auth]\nuser = \"dove\"\npass = \"secret\"\n[[handler]]\nuser = %q\ncommand = \"/bin/true\"\n",
-		logTOML, privsepTOML(t), user))
-	d.waitFor(func(m map[string]any) bool {
+		daemontest.LogTOML, daemontest.PrivsepTOML(t), user))
+	d.WaitFor("warning about [auth] without [tls]", func(m daemontest.Line) bool {
 		s, _ := m["msg"].(string)
 		return m["level"] == "WARN" && strings.HasPrefix(s, "[auth] without [tls] on a non-loopback address")
 	})
@@ -526,9 +528,9 @@ func TestTLSCheckFlag(t *testing.T) {
 	dir := t.TempDir()
 	check := func(cfg string) (int, string) {
 		t.Helper()
-		path := writeConfig(t, cfg)
+		path := daemontest.WriteConfig(t, cfg)
 		var stderr bytes.Buffer
-		cmd := exec.Command(binPath, "-n", path)
+		cmd := daemontest.Command(t, "-n", path)
 		cmd.Stderr = &stderr
 		err := cmd.Run()
 		code := 0
