@@ -125,7 +125,11 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 	}
 	execs := make([]*privsep.Conn, len(cfg.Execs))
 	for i := range execs {
-		c, err := privsep.NewConn(chans[i])
+		f, ok := chans[i]
+		if !ok {
+			return fmt.Errorf("net: no channel for exec process %d", i)
+		}
+		c, err := privsep.NewConn(f)
 		delete(chans, i)
 		if err != nil {
 			return fmt.Errorf("net: exec channel %d: %w", i, err)
