@@ -148,7 +148,15 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 	}
 
 	deliver := func(target int, remote netip.AddrPort, body []byte) error {
-		return execs[target].Send(msgEvent, encodeEvent(remote, body))
+		// An exec process that stopped reading must not hold request
+		// slots for ever: the send gives up with the request's deadline
+		// (a deadline belongs to the socket, so every waiting sender
+		// gives up with it) and the request is answered 503.
+		c := execs[target]
+		if err := c.SetDeadline(time.Now().Add(cfg.Timeout)); err != nil {
+			return err
+		}
+		return c.Send(msgEvent, encodeEvent(remote, body))
 	}
 	lc := listener.Config{
 		Allow: cfg.Allow, Endpoint: cfg.Endpoint, MaxConnections: cfg.MaxConnections,

@@ -27,6 +27,14 @@ type netUnderTest struct {
 // the given pairs before msgStart. It does not wait for it to be ready.
 func startNet(t *testing.T, withTLS bool, pairs ...[]byte) *netUnderTest {
 	t.Helper()
+	nc := netConfig{Log: logOptions{Level: -4, Format: "json"}, Endpoint: "/notify", MaxConnections: 2, Timeout: time.Minute, TLS: withTLS}
+	return startNetWith(t, nc, nil, pairs...)
+}
+
+// startNetWith is startNet with the configuration and the exec channels
+// (one descriptor per target, in order) chosen by the test.
+func startNetWith(t *testing.T, nc netConfig, execs []*os.File, pairs ...[]byte) *netUnderTest {
+	t.Helper()
 	ctl, childCtl := pair(t)
 	logR, logW, err := os.Pipe()
 	if err != nil {
@@ -64,7 +72,15 @@ func startNet(t *testing.T, withTLS bool, pairs ...[]byte) *netUnderTest {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	nc := netConfig{Log: logOptions{Level: -4, Format: "json"}, Endpoint: "/notify", MaxConnections: 2, Timeout: time.Minute, TLS: withTLS}
+	for i, f := range execs {
+		b, err := privsep.EncodeJSON(execChannel{Target: i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ctl.Send(msgExecChannel, b, f); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := sendJSON(ctl, msgNetConfig, nc); err != nil {
 		t.Fatal(err)
 	}
