@@ -34,7 +34,7 @@ func isRoot() bool { return os.Geteuid() == 0 }
 
 // account returns the account commands run as: a test account as root
 // (created when missing), the invoking user otherwise.
-func account(t *testing.T, name string) (user string, uid int) {
+func account(t testing.TB, name string) (user string, uid int) {
 	t.Helper()
 	if !isRoot() {
 		u := os.Getenv("USER")
