@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imserious/imserious/privsep"
 )
 
 // Defaults of CommandRunner.
@@ -87,8 +89,10 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 	cmd.Stdout = out.stream("stdout", slog.LevelInfo)
 	cmd.Stderr = out.stream("stderr", slog.LevelWarn)
 
-	if err := sealFds(); err != nil {
-		// Security: refuse rather than leak a descriptor to the command.
+	// Security: os/exec hands a command every descriptor that is not
+	// close-on-exec; one inherited from whoever started the daemon would
+	// reach the user's command. Refuse rather than leak it.
+	if err := privsep.CloseOnExecFrom(3); err != nil {
 		out.started(0)
 		log.Error("command not started: cannot make descriptors close-on-exec", "path", h.Path, "err", err)
 		return

@@ -10,8 +10,9 @@ import (
 // so that no process started afterwards inherits one by accident.
 // os/exec passes on every descriptor that lacks the flag, and a daemon can
 // inherit such descriptors from whatever started it (a shell, an rc
-// script, a supervisor). StartChild calls it with 3 before each start;
-// Go's own descriptors already have the flag, so nothing else changes.
+// script, a supervisor). StartChild calls it with 3 before each start, and
+// the exec process before each command; Go's own descriptors already have
+// the flag, so nothing else changes.
 func CloseOnExecFrom(first int) error {
 	if first < 0 {
 		return fmt.Errorf("privsep: close-on-exec from %d: negative descriptor", first)
