@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/imserious/imserious/privsep"
+	"github.com/imserious/imserious/tlsreload"
 )
 
 // DefaultPath is the configuration read when none is named; the Makefile
@@ -50,6 +51,11 @@ type TLS struct {
 	Cert           string        // absolute: relative paths are taken from the config file's directory
 	Key            string        // absolute, likewise
 	PeriodicReload time.Duration // 0: none
+
+	// Pair is the pair as Resolve loaded it, for -n's report. The daemon
+	// reads the files again once it watches them, so no change between
+	// the two reads goes unseen.
+	Pair *tlsreload.Pair
 }
 
 // Log is the [log] table.

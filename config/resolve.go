@@ -253,8 +253,9 @@ func (r *resolver) tlsPair() {
 	if !certOK || !keyOK {
 		return
 	}
-	_, err := tlsreload.Load(r.c.TLS.Cert, r.c.TLS.Key)
+	pair, err := tlsreload.Load(r.c.TLS.Cert, r.c.TLS.Key)
 	if err == nil {
+		r.c.TLS.Pair = pair
 		return
 	}
 	key := "cert"

@@ -326,6 +326,8 @@ func TestResolveTLS(t *testing.T) {
 	}
 	if err := c.Resolve(false); err != nil {
 		t.Errorf("Resolve with a good pair: %v", err)
+	} else if p := c.TLS.Pair; p == nil || p.Leaf.SerialNumber.Cmp(a.Cert.SerialNumber) != 0 {
+		t.Errorf("Resolve kept pair %v, want the loaded certificate A", p)
 	}
 	c, err = Parse(filepath.Join(dir, "imserious.toml"), []byte("[tls]\ncert = \"nope.pem\"\nkey = \".\"\n"))
 	if err != nil {

@@ -84,15 +84,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		if cfg.TLS != nil {
-			// Resolve checked that the pair loads; read it once more to
-			// say what will be served and for how long.
-			pair, err := tlsreload.Load(cfg.TLS.Cert, cfg.TLS.Key)
-			if err != nil {
-				fmt.Fprintf(stderr, "%s: [tls]: %v\n", path, err)
-				return 1
-			}
-			now := time.Now()
+		if cfg.TLS != nil && cfg.TLS.Pair != nil {
+			// Say what would be served and for how long.
+			pair, now := cfg.TLS.Pair, time.Now()
 			fmt.Fprintf(stderr, "tls: %s\n", pair.Summary(now))
 			if left := pair.Remaining(now); left <= 0 {
 				fmt.Fprintf(stderr, "warning: tls: certificate %s expired %s ago\n", pair.CertFile, tlsreload.Approx(-left))
