@@ -173,33 +173,6 @@ func (h *harness) waitReload() reloadResult {
 	}
 }
 
-func writeAtomic(t *testing.T, path string, data []byte, mode os.FileMode) {
-	t.Helper()
-	tmp := path + ".tmp"
-	tlstest.WriteFile(t, tmp, data, mode)
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func symlink(t *testing.T, target, link string) {
-	t.Helper()
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// replaceLink points link at target atomically: a new link beside it,
-// renamed over it (ln -sfn with a rename, as certbot and kubelet do).
-func replaceLink(t *testing.T, target, link string) {
-	t.Helper()
-	tmp := link + ".new"
-	symlink(t, target, tmp)
-	if err := os.Rename(tmp, link); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // style is one way operators and tools replace certificate files: setup
 // installs the first pair and returns the paths the configuration names;
 // replace installs another pair, the n-th replacement.
@@ -229,8 +202,8 @@ var styles = []style{
 			return c, k
 		},
 		replace: func(t *testing.T, dir string, l *tlstest.Leaf, n int) {
-			writeAtomic(t, filepath.Join(dir, "cert.pem"), l.CertPEM, 0o644)
-			writeAtomic(t, filepath.Join(dir, "key.pem"), l.KeyPEM, 0o600)
+			tlstest.WriteAtomic(t, filepath.Join(dir, "cert.pem"), l.CertPEM, 0o644)
+			tlstest.WriteAtomic(t, filepath.Join(dir, "key.pem"), l.KeyPEM, 0o600)
 		},
 	},
 	{
@@ -247,9 +220,7 @@ var styles = []style{
 				mode os.FileMode
 			}{{"cert.pem", l.CertPEM, 0o644}, {"key.pem", l.KeyPEM, 0o600}} {
 				p := filepath.Join(dir, f.name)
-				if err := os.Rename(p, p+"~"); err != nil {
-					t.Fatal(err)
-				}
+				tlstest.Rename(t, p, p+"~")
 				tlstest.WriteFile(t, p, f.data, f.mode)
 				if err := os.Remove(p + "~"); err != nil {
 					t.Fatal(err)
@@ -268,9 +239,7 @@ var styles = []style{
 			stage := filepath.Join(dir, fmt.Sprintf("stage%d", n))
 			l.Write(t, filepath.Join(stage, "cert.pem"), filepath.Join(stage, "key.pem"))
 			for _, f := range []string{"cert.pem", "key.pem"} {
-				if err := os.Rename(filepath.Join(stage, f), filepath.Join(dir, "etc", f)); err != nil {
-					t.Fatal(err)
-				}
+				tlstest.Rename(t, filepath.Join(stage, f), filepath.Join(dir, "etc", f))
 			}
 		},
 	},
@@ -285,20 +254,20 @@ var styles = []style{
 			if err := os.MkdirAll(live, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			symlink(t, "../../archive/example.org/fullchain1.pem", filepath.Join(live, "fullchain.pem"))
-			symlink(t, "../../archive/example.org/privkey1.pem", filepath.Join(live, "privkey.pem"))
+			tlstest.Symlink(t, "../../archive/example.org/fullchain1.pem", filepath.Join(live, "fullchain.pem"))
+			tlstest.Symlink(t, "../../archive/example.org/privkey1.pem", filepath.Join(live, "privkey.pem"))
 			return filepath.Join(live, "fullchain.pem"), filepath.Join(live, "privkey.pem")
 		},
 		replace: func(t *testing.T, dir string, l *tlstest.Leaf, n int) {
 			arch, live := filepath.Join(dir, "archive", "example.org"), filepath.Join(dir, "live", "example.org")
 			c, k := fmt.Sprintf("fullchain%d.pem", n+1), fmt.Sprintf("privkey%d.pem", n+1)
 			l.Write(t, filepath.Join(arch, c), filepath.Join(arch, k))
-			replaceLink(t, "../../archive/example.org/"+c, filepath.Join(live, "fullchain.pem"))
+			tlstest.ReplaceLink(t, "../../archive/example.org/"+c, filepath.Join(live, "fullchain.pem"))
 			// Older certbot: unlink, then link.
 			if err := os.Remove(filepath.Join(live, "privkey.pem")); err != nil {
 				t.Fatal(err)
 			}
-			symlink(t, "../../archive/example.org/"+k, filepath.Join(live, "privkey.pem"))
+			tlstest.Symlink(t, "../../archive/example.org/"+k, filepath.Join(live, "privkey.pem"))
 		},
 	},
 	{
@@ -308,15 +277,15 @@ var styles = []style{
 		name: "kubernetes ..data swap",
 		setup: func(t *testing.T, dir string, l *tlstest.Leaf) (string, string) {
 			l.Write(t, filepath.Join(dir, "..ts0", "tls.crt"), filepath.Join(dir, "..ts0", "tls.key"))
-			symlink(t, "..ts0", filepath.Join(dir, "..data"))
-			symlink(t, "..data/tls.crt", filepath.Join(dir, "tls.crt"))
-			symlink(t, "..data/tls.key", filepath.Join(dir, "tls.key"))
+			tlstest.Symlink(t, "..ts0", filepath.Join(dir, "..data"))
+			tlstest.Symlink(t, "..data/tls.crt", filepath.Join(dir, "tls.crt"))
+			tlstest.Symlink(t, "..data/tls.key", filepath.Join(dir, "tls.key"))
 			return filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 		},
 		replace: func(t *testing.T, dir string, l *tlstest.Leaf, n int) {
 			ts := fmt.Sprintf("..ts%d", n)
 			l.Write(t, filepath.Join(dir, ts, "tls.crt"), filepath.Join(dir, ts, "tls.key"))
-			replaceLink(t, ts, filepath.Join(dir, "..data"))
+			tlstest.ReplaceLink(t, ts, filepath.Join(dir, "..data"))
 			if err := os.RemoveAll(filepath.Join(dir, fmt.Sprintf("..ts%d", n-1))); err != nil {
 				t.Fatal(err)
 			}
@@ -334,12 +303,8 @@ var styles = []style{
 		replace: func(t *testing.T, dir string, l *tlstest.Leaf, n int) {
 			next := filepath.Join(dir, fmt.Sprintf("tls.%d", n))
 			l.Write(t, filepath.Join(next, "cert.pem"), filepath.Join(next, "key.pem"))
-			if err := os.Rename(filepath.Join(dir, "tls"), filepath.Join(dir, fmt.Sprintf("tls.old%d", n))); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(next, filepath.Join(dir, "tls")); err != nil {
-				t.Fatal(err)
-			}
+			tlstest.Rename(t, filepath.Join(dir, "tls"), filepath.Join(dir, fmt.Sprintf("tls.old%d", n)))
+			tlstest.Rename(t, next, filepath.Join(dir, "tls"))
 		},
 	},
 }
@@ -623,11 +588,11 @@ func TestExpiryWarnings(t *testing.T) {
 func TestResolve(t *testing.T) {
 	dir := t.TempDir()
 	tlstest.WriteFile(t, filepath.Join(dir, "real", "f"), nil, 0o644)
-	symlink(t, "real", filepath.Join(dir, "dirlink"))
-	symlink(t, "dirlink/f", filepath.Join(dir, "flink"))
-	symlink(t, filepath.Join(dir, "flink"), filepath.Join(dir, "abslink"))
-	symlink(t, "loop2", filepath.Join(dir, "loop1"))
-	symlink(t, "loop1", filepath.Join(dir, "loop2"))
+	tlstest.Symlink(t, "real", filepath.Join(dir, "dirlink"))
+	tlstest.Symlink(t, "dirlink/f", filepath.Join(dir, "flink"))
+	tlstest.Symlink(t, filepath.Join(dir, "flink"), filepath.Join(dir, "abslink"))
+	tlstest.Symlink(t, "loop2", filepath.Join(dir, "loop1"))
+	tlstest.Symlink(t, "loop1", filepath.Join(dir, "loop2"))
 	real := filepath.Join(dir, "real", "f")
 	for _, c := range []struct {
 		name  string
@@ -673,12 +638,8 @@ func TestRewatchAfterUnseenChange(t *testing.T) {
 	h := newHarness(t, cert, key, 0, true)
 
 	b.Write(t, filepath.Join(dir, "next", "tls", "cert.pem"), filepath.Join(dir, "next", "tls", "key.pem"))
-	if err := os.Rename(filepath.Join(dir, "base"), filepath.Join(dir, "old")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(filepath.Join(dir, "next"), filepath.Join(dir, "base")); err != nil {
-		t.Fatal(err)
-	}
+	tlstest.Rename(t, filepath.Join(dir, "base"), filepath.Join(dir, "old"))
+	tlstest.Rename(t, filepath.Join(dir, "next"), filepath.Join(dir, "base"))
 	h.r.Reload("SIGHUP")
 	if r := h.waitReload(); !r.sent || r.reason != "SIGHUP" {
 		t.Fatalf("reload: %+v", r)

@@ -111,26 +111,34 @@ func (k *keepAlive) serial() string {
 	return tlsreload.SerialHex(k.c.ConnectionState().PeerCertificates[0])
 }
 
+// waitReloaded waits for the parent's reload of l and checks why it came.
+func waitReloaded(t *testing.T, d *daemontest.Daemon, l *tlstest.Leaf, reason string) {
+	t.Helper()
+	line := d.WaitFor("reload of "+serialOf(l), func(m daemontest.Line) bool {
+		return m["msg"] == "TLS certificate reloaded" && m["serial"] == serialOf(l)
+	})
+	if line["reason"] != reason {
+		t.Errorf("reloaded for %v, want %s", line["reason"], reason)
+	}
+}
+
+// servesAfterReload waits for the reload of l, for the network process to
+// install it, and checks that a new handshake gets it.
+func servesAfterReload(t *testing.T, d *daemontest.Daemon, ca *tlstest.CA, l *tlstest.Leaf, reason string) {
+	t.Helper()
+	waitReloaded(t, d, l, reason)
+	waitInstalled(t, d, l)
+	if got := served(t, d, ca); got != serialOf(l) {
+		t.Errorf("served %s, want %s", got, serialOf(l))
+	}
+}
+
 func pids(kids map[string]daemontest.Proc) map[string]int {
 	out := map[string]int{}
 	for role, pi := range kids {
 		out[role] = pi.Pid
 	}
 	return out
-}
-
-func mustRename(t *testing.T, from, to string) {
-	t.Helper()
-	if err := os.Rename(from, to); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func mustSymlink(t *testing.T, target, link string) {
-	t.Helper()
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // tlsStyle is one way certificates get replaced on a real system.
@@ -157,13 +165,13 @@ var tlsStyles = []tlsStyle{
 		}{{"cert.pem", l.CertPEM}, {"key.pem", l.KeyPEM}} {
 			p := filepath.Join(dir, "etc", f.name)
 			tlstest.WriteFile(t, p+".swp", f.data, 0o600)
-			mustRename(t, p+".swp", p)
+			tlstest.Rename(t, p+".swp", p)
 		}
 	}},
 	{"mv over from another directory", plainFiles, func(t *testing.T, dir string, l *tlstest.Leaf) {
 		l.Write(t, filepath.Join(dir, "new", "cert.pem"), filepath.Join(dir, "new", "key.pem"))
-		mustRename(t, filepath.Join(dir, "new", "cert.pem"), filepath.Join(dir, "etc", "cert.pem"))
-		mustRename(t, filepath.Join(dir, "new", "key.pem"), filepath.Join(dir, "etc", "key.pem"))
+		tlstest.Rename(t, filepath.Join(dir, "new", "cert.pem"), filepath.Join(dir, "etc", "cert.pem"))
+		tlstest.Rename(t, filepath.Join(dir, "new", "key.pem"), filepath.Join(dir, "etc", "key.pem"))
 	}},
 	{"certbot live links repointed into archive",
 		func(t *testing.T, dir string, l *tlstest.Leaf) (string, string) {
@@ -172,8 +180,8 @@ var tlsStyles = []tlsStyle{
 			if err := os.MkdirAll(live, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			mustSymlink(t, "../../archive/example.org/fullchain1.pem", filepath.Join(live, "fullchain.pem"))
-			mustSymlink(t, "../../archive/example.org/privkey1.pem", filepath.Join(live, "privkey.pem"))
+			tlstest.Symlink(t, "../../archive/example.org/fullchain1.pem", filepath.Join(live, "fullchain.pem"))
+			tlstest.Symlink(t, "../../archive/example.org/privkey1.pem", filepath.Join(live, "privkey.pem"))
 			return filepath.Join(live, "fullchain.pem"), filepath.Join(live, "privkey.pem")
 		},
 		func(t *testing.T, dir string, l *tlstest.Leaf) {
@@ -182,23 +190,21 @@ var tlsStyles = []tlsStyle{
 			for _, f := range []struct{ link, target string }{
 				{"fullchain.pem", "fullchain2.pem"}, {"privkey.pem", "privkey2.pem"},
 			} {
-				tmp := filepath.Join(live, f.link+".new")
-				mustSymlink(t, "../../archive/example.org/"+f.target, tmp)
-				mustRename(t, tmp, filepath.Join(live, f.link))
+				tlstest.ReplaceLink(t, "../../archive/example.org/"+f.target, filepath.Join(live, f.link))
 			}
 		}},
 	{"kubernetes ..data swap",
 		func(t *testing.T, dir string, l *tlstest.Leaf) (string, string) {
 			l.Write(t, filepath.Join(dir, "..2026_01", "tls.crt"), filepath.Join(dir, "..2026_01", "tls.key"))
-			mustSymlink(t, "..2026_01", filepath.Join(dir, "..data"))
-			mustSymlink(t, "..data/tls.crt", filepath.Join(dir, "tls.crt"))
-			mustSymlink(t, "..data/tls.key", filepath.Join(dir, "tls.key"))
+			tlstest.Symlink(t, "..2026_01", filepath.Join(dir, "..data"))
+			tlstest.Symlink(t, "..data/tls.crt", filepath.Join(dir, "tls.crt"))
+			tlstest.Symlink(t, "..data/tls.key", filepath.Join(dir, "tls.key"))
 			return filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 		},
 		func(t *testing.T, dir string, l *tlstest.Leaf) {
 			l.Write(t, filepath.Join(dir, "..2026_02", "tls.crt"), filepath.Join(dir, "..2026_02", "tls.key"))
-			mustSymlink(t, "..2026_02", filepath.Join(dir, "..data_tmp"))
-			mustRename(t, filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data"))
+			tlstest.Symlink(t, "..2026_02", filepath.Join(dir, "..data_tmp"))
+			tlstest.Rename(t, filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data"))
 			if err := os.RemoveAll(filepath.Join(dir, "..2026_01")); err != nil {
 				t.Fatal(err)
 			}
@@ -236,12 +242,7 @@ func TestTLSReload(t *testing.T) {
 			if got := served(t, d, ca); got != serialOf(b) {
 				t.Errorf("served %s after the swap, want B %s", got, serialOf(b))
 			}
-			l := d.WaitFor("reload of B", func(m daemontest.Line) bool {
-				return m["msg"] == "TLS certificate reloaded" && m["serial"] == serialOf(b)
-			})
-			if l["reason"] != "file change" {
-				t.Errorf("reloaded for %v, want the watcher's file change", l["reason"])
-			}
+			waitReloaded(t, d, b, "file change")
 			if st := k.put(); st != 200 {
 				t.Errorf("status %d on the connection opened before the swap", st)
 			}
@@ -306,8 +307,8 @@ func blindLayout(t *testing.T, dir string, l *tlstest.Leaf) (cert, key string) {
 
 func blindReplace(t *testing.T, dir string, l *tlstest.Leaf) {
 	l.Write(t, filepath.Join(dir, "next", "tls", "cert.pem"), filepath.Join(dir, "next", "tls", "key.pem"))
-	mustRename(t, filepath.Join(dir, "live"), filepath.Join(dir, "old"))
-	mustRename(t, filepath.Join(dir, "next"), filepath.Join(dir, "live"))
+	tlstest.Rename(t, filepath.Join(dir, "live"), filepath.Join(dir, "old"))
+	tlstest.Rename(t, filepath.Join(dir, "next"), filepath.Join(dir, "live"))
 }
 
 // TestTLSPeriodicReload: periodic_reload alone picks up a change the
@@ -319,16 +320,7 @@ func TestTLSPeriodicReload(t *testing.T) {
 	cert, key := blindLayout(t, dir, a)
 	d := start(t, tlsTOML(t, cert, key, "periodic_reload = \"1s\""))
 	blindReplace(t, dir, b)
-	l := d.WaitFor("reload of B", func(m daemontest.Line) bool {
-		return m["msg"] == "TLS certificate reloaded" && m["serial"] == serialOf(b)
-	})
-	if l["reason"] != "periodic" {
-		t.Errorf("reloaded for %v, want periodic", l["reason"])
-	}
-	waitInstalled(t, d, b)
-	if got := served(t, d, ca); got != serialOf(b) {
-		t.Errorf("served %s, want B", got)
-	}
+	servesAfterReload(t, d, ca, b, "periodic")
 }
 
 // TestTLSSIGHUP: SIGHUP reloads the pair (and only says configuration
@@ -351,16 +343,7 @@ func TestTLSSIGHUP(t *testing.T) {
 	if err := d.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	l := d.WaitFor("reload of B", func(m daemontest.Line) bool {
-		return m["msg"] == "TLS certificate reloaded" && m["serial"] == serialOf(b)
-	})
-	if l["reason"] != "SIGHUP" {
-		t.Errorf("reloaded for %v, want SIGHUP", l["reason"])
-	}
-	waitInstalled(t, d, b)
-	if got := served(t, d, ca); got != serialOf(b) {
-		t.Errorf("served %s, want B", got)
-	}
+	servesAfterReload(t, d, ca, b, "SIGHUP")
 	d.WaitFor("SIGHUP line", func(m daemontest.Line) bool {
 		s, _ := m["msg"].(string)
 		return strings.HasPrefix(s, "SIGHUP: reloading the TLS certificate")

@@ -159,3 +159,37 @@ func serial(tb testing.TB) *big.Int {
 	}
 	return n.Add(n, big.NewInt(1)) // never 0
 }
+
+// WriteAtomic writes data beside path and renames it over path, as
+// editors' save-by-rename and most tools do.
+func WriteAtomic(tb testing.TB, path string, data []byte, mode os.FileMode) {
+	tb.Helper()
+	tmp := path + ".tmp"
+	WriteFile(tb, tmp, data, mode)
+	Rename(tb, tmp, path)
+}
+
+// Rename is os.Rename, failing the test on error.
+func Rename(tb testing.TB, from, to string) {
+	tb.Helper()
+	if err := os.Rename(from, to); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Symlink is os.Symlink, failing the test on error.
+func Symlink(tb testing.TB, target, link string) {
+	tb.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// ReplaceLink points link at target atomically: a new link beside it,
+// renamed over it (ln -sfn with a rename, as certbot and kubelet do).
+func ReplaceLink(tb testing.TB, target, link string) {
+	tb.Helper()
+	tmp := link + ".new"
+	Symlink(tb, target, tmp)
+	Rename(tb, tmp, link)
+}
