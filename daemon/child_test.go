@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net/netip"
@@ -19,7 +18,7 @@ import (
 // line by line.
 type execUnderTest struct {
 	ctl, net *privsep.Conn
-	lines    chan string
+	lines    logLines
 	done     chan error
 }
 
@@ -48,18 +47,8 @@ func startExec(t *testing.T) *execUnderTest {
 		t.Fatal(err)
 	}
 	ctl, childCtl := pair(t)
-	logR, logW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := &execUnderTest{ctl: ctl, lines: make(chan string, 100), done: make(chan error, 1)}
-	go func() {
-		sc := bufio.NewScanner(logR)
-		for sc.Scan() {
-			x.lines <- sc.Text()
-		}
-		close(x.lines)
-	}()
+	logW, lines := logPipe(t)
+	x := &execUnderTest{ctl: ctl, lines: lines, done: make(chan error, 1)}
 	go func() {
 		x.done <- RunExec(childCtl, acct.Name, logW)
 		logW.Close()
@@ -95,24 +84,6 @@ func startExec(t *testing.T) *execUnderTest {
 	return x
 }
 
-func (x *execUnderTest) waitLine(t *testing.T, substr string) string {
-	t.Helper()
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case l, ok := <-x.lines:
-			if !ok {
-				t.Fatalf("log ended before a line with %q", substr)
-			}
-			if strings.Contains(l, substr) {
-				return l
-			}
-		case <-timeout:
-			t.Fatalf("no log line with %q within 30s", substr)
-		}
-	}
-}
-
 func (x *execUnderTest) shutdown(t *testing.T) {
 	t.Helper()
 	if err := sendJSON(x.ctl, msgShutdown, shutdownMsg{Grace: time.Second}); err != nil {
@@ -131,7 +102,7 @@ func TestExecRunsValidEvent(t *testing.T) {
 	if err := x.net.Send(msgEvent, encodeEvent(remote, []byte(goodBody))); err != nil {
 		t.Fatal(err)
 	}
-	x.waitLine(t, `"command exited"`)
+	x.lines.wait(t, `"command exited"`)
 	x.shutdown(t)
 }
 
@@ -162,7 +133,7 @@ func TestExecEndsNetChannelOnBadMessage(t *testing.T) {
 			if err := x.net.Send(c.typ, c.payload, files...); err != nil {
 				t.Fatal(err)
 			}
-			x.waitLine(t, `"network channel ended"`)
+			x.lines.wait(t, `"network channel ended"`)
 			// The channel is closed: the sender sees EOF.
 			if _, err := x.net.Recv(); !errors.Is(err, io.EOF) {
 				t.Errorf("network end: %v, want EOF", err)

@@ -43,7 +43,7 @@ func TestNetGivesUpOnExecThatStoppedReading(t *testing.T) {
 		case http.StatusOK:
 			continue
 		case http.StatusServiceUnavailable:
-			n.waitLine(t, "cannot hand event to exec process")
+			n.lines.wait(t, "cannot hand event to exec process")
 			return
 		default:
 			t.Fatalf("request %d: status %d", i, resp.StatusCode)

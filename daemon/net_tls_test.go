@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bufio"
 	"crypto/tls"
 	"net"
 	"os"
@@ -19,7 +18,7 @@ import (
 type netUnderTest struct {
 	ctl   *privsep.Conn
 	addr  string
-	lines chan string
+	lines logLines
 	done  chan error
 }
 
@@ -36,18 +35,8 @@ func startNet(t *testing.T, withTLS bool, pairs ...[]byte) *netUnderTest {
 func startNetWith(t *testing.T, nc netConfig, execs []*os.File, pairs ...[]byte) *netUnderTest {
 	t.Helper()
 	ctl, childCtl := pair(t)
-	logR, logW, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &netUnderTest{ctl: ctl, lines: make(chan string, 100), done: make(chan error, 1)}
-	go func() {
-		sc := bufio.NewScanner(logR)
-		for sc.Scan() {
-			n.lines <- sc.Text()
-		}
-		close(n.lines)
-	}()
+	logW, lines := logPipe(t)
+	n := &netUnderTest{ctl: ctl, lines: lines, done: make(chan error, 1)}
 	go func() {
 		n.done <- RunNet(childCtl, logW)
 		logW.Close()
@@ -119,24 +108,6 @@ func (n *netUnderTest) exit(t *testing.T) error {
 	}
 }
 
-func (n *netUnderTest) waitLine(t *testing.T, substr string) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case l, ok := <-n.lines:
-			if !ok {
-				t.Fatalf("log ended before %q", substr)
-			}
-			if strings.Contains(l, substr) {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("no log line with %q within 10s", substr)
-		}
-	}
-}
-
 func encodeLeaf(t *testing.T, l *tlstest.Leaf) []byte {
 	t.Helper()
 	b, err := tlsreload.EncodePair(l.CertPEM, l.KeyPEM)
@@ -170,7 +141,7 @@ func TestNetTLSPairs(t *testing.T) {
 	if err := n.ctl.Send(msgTLSPair, encodeLeaf(t, b)); err != nil {
 		t.Fatal(err)
 	}
-	n.waitLine(t, `"serial":"`+tlsreload.SerialHex(b.Cert)+`"`)
+	n.lines.wait(t, `"serial":"`+tlsreload.SerialHex(b.Cert)+`"`)
 	if got := servedSerial(t, n.addr, ca); got != tlsreload.SerialHex(b.Cert) {
 		t.Fatalf("served %s after the new pair, want B", got)
 	}
