@@ -5,8 +5,11 @@ package config
 
 import (
 	"fmt"
+	"io"
+	"maps"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/imserious/imserious/privsep"
@@ -94,13 +97,59 @@ type Handler struct {
 	Path    string          // Command[0] resolved to an absolute executable path
 }
 
+// Same reports whether h and o describe the same handler: every field is
+// equal but Line, which only says where it was written, so a handler moved
+// within the file, or to another file, is the same. Account and Path are
+// compared too, so after Resolve a handler whose account or program now
+// resolves differently is not the same. The daemon keeps the timers and
+// pending events of a handler that is the same across a reload. Lists are
+// compared in order (a reordered ip list is a change, which costs only the
+// handler's timers); a nil list or map equals an empty one.
+func (h *Handler) Same(o *Handler) bool {
+	if h == nil || o == nil {
+		return h == o
+	}
+	return h.User == o.User &&
+		h.Event == o.Event &&
+		slices.Equal(h.Command, o.Command) &&
+		h.Delay == o.Delay &&
+		h.LimitPeriod == o.LimitPeriod &&
+		h.LimitBurst == o.LimitBurst &&
+		h.Periodic == o.Periodic &&
+		h.RunAs == o.RunAs &&
+		maps.Equal(h.Env, o.Env) &&
+		h.CommandTimeout == o.CommandTimeout &&
+		slices.Equal(h.IP, o.IP) &&
+		sameAccount(&h.Account, &o.Account) &&
+		h.Path == o.Path
+}
+
+func sameAccount(a, b *privsep.Account) bool {
+	return a.Name == b.Name &&
+		a.UID == b.UID &&
+		a.GID == b.GID &&
+		slices.Equal(a.Groups, b.Groups) &&
+		a.Home == b.Home &&
+		a.Shell == b.Shell
+}
+
 // Load reads the file at path and parses it. A file that cannot be read is
 // reported as an Errors of one, wrapping the cause (errors.Is(err,
 // fs.ErrNotExist) works).
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, Errors{{File: path, Msg: fmt.Sprintf("cannot read configuration: %v", err), err: err}}
+	}
+	defer f.Close()
+	// One byte past MaxSize is enough to know the file is too large: a
+	// wrong path (a log, a device) is not read to its end.
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, Errors{{File: path, Msg: fmt.Sprintf("cannot read configuration: %v", err), err: err}}
+	}
+	if len(data) > MaxSize {
+		return nil, Errors{{File: path, Msg: fmt.Sprintf("configuration is more than the %d bytes allowed", MaxSize)}}
 	}
 	return Parse(path, data)
 }

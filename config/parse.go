@@ -14,6 +14,7 @@ import (
 	"github.com/google/shlex"
 
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/internal/prefix"
 )
 
 // Defaults of spec §2.
@@ -116,6 +117,11 @@ type parser struct {
 	dir  string // the config file's directory, for relative TLS paths
 	src  *source
 	errs Errors
+
+	// splits remembers each command line split, as a site with thousands
+	// of handlers repeats one line thousands of times and shlex costs a
+	// 4 KiB buffer per call.
+	splits map[string][]string
 }
 
 func (p *parser) errorf(path []string, format string, args ...any) {
@@ -132,7 +138,7 @@ type entry struct {
 // MaxSize bounds a configuration file. Real ones are a few kilobytes; the
 // bound keeps a wrong path (a log, a core file) from being decoded at
 // length.
-const MaxSize = 1 << 20
+const MaxSize = 16 << 20
 
 // Parse decodes a configuration, applies defaults and aliases, and checks
 // everything that can be checked without looking at the system. path
@@ -147,7 +153,7 @@ func Parse(path string, data []byte) (*Config, error) {
 		return nil, Errors{syntaxError(path, err)}
 	}
 	src := &source{file: path, loc: locate(string(data)), written: map[string][]string{}}
-	p := &parser{file: path, dir: filepath.Dir(path), src: src}
+	p := &parser{file: path, dir: filepath.Dir(path), src: src, splits: map[string][]string{}}
 	if path == "" {
 		p.dir = "."
 	}
@@ -359,33 +365,34 @@ func (p *parser) prefixes(e entry) []netip.Prefix {
 	return out
 }
 
-// parsePrefix reads a CIDR or a bare IP (one host). IPv4-mapped IPv6 forms
-// become IPv4, because peers are compared after Unmap: a mapped entry left
-// as IPv6 would never match anything. Host bits are cleared, so
-// "10.1.2.3/8" means 10.0.0.0/8, as written.
+// parsePrefix reads a CIDR or a bare IP (one host), normalized by
+// prefix.Normalize as the listener and exec processes compare them:
+// IPv4-mapped IPv6 forms become IPv4 (peers are compared unmapped, so a
+// mapped entry left as IPv6 would never match anything), and host bits are
+// cleared, so "10.1.2.3/8" means 10.0.0.0/8, as written. What Normalize
+// would take silently but cannot mean what the operator wrote (a mapped
+// prefix shorter than /96, a zone) is an error here.
 func parsePrefix(s string) (netip.Prefix, error) {
+	var pfx netip.Prefix
 	if strings.Contains(s, "/") {
-		pfx, err := netip.ParsePrefix(s)
-		if err != nil {
+		var err error
+		if pfx, err = netip.ParsePrefix(s); err != nil {
 			return netip.Prefix{}, fmt.Errorf("invalid CIDR %q: %w", s, err)
 		}
-		if a := pfx.Addr(); a.Is4In6() {
-			if pfx.Bits() < 96 {
-				return netip.Prefix{}, fmt.Errorf("invalid CIDR %q: an IPv4-mapped prefix must be /96 or longer", s)
-			}
-			pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+		if pfx.Addr().Is4In6() && pfx.Bits() < 96 {
+			return netip.Prefix{}, fmt.Errorf("invalid CIDR %q: an IPv4-mapped prefix must be /96 or longer", s)
 		}
-		return pfx.Masked(), nil
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid IP address or CIDR %q", s)
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("invalid IP address %q: zones cannot be matched", s)
+		}
+		pfx = netip.PrefixFrom(a, a.BitLen())
 	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("invalid IP address or CIDR %q", s)
-	}
-	if a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("invalid IP address %q: zones cannot be matched", s)
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
+	return prefix.Normalize([]netip.Prefix{pfx})[0], nil
 }
 
 func (p *parser) config(raw map[string]any) *Config {
@@ -712,19 +719,23 @@ func (p *parser) command(f entry) []string {
 		if !ok {
 			return nil
 		}
-		args, err := shlex.Split(s)
-		if err != nil {
-			why := err.Error()
-			switch {
-			case strings.Contains(why, "closing quote"):
-				why = "unbalanced quote"
-			case strings.Contains(why, "escape"):
-				why = "ends with a backslash"
+		args, ok := p.splits[s]
+		if !ok {
+			var err error
+			if args, err = shlex.Split(s); err != nil {
+				why := err.Error()
+				switch {
+				case strings.Contains(why, "closing quote"):
+					why = "unbalanced quote"
+				case strings.Contains(why, "escape"):
+					why = "ends with a backslash"
+				}
+				p.errorf(f.path, "cannot split %q: %s", s, why)
+				return nil
 			}
-			p.errorf(f.path, "cannot split %q: %s", s, why)
-			return nil
+			p.splits[s] = args
 		}
-		argv = args
+		argv = slices.Clone(args) // each handler owns its argv
 	case []any:
 		elems, _ := p.array(f)
 		for _, el := range elems {

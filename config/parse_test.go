@@ -402,7 +402,7 @@ func TestErrors(t *testing.T) {
 		{"privsep relative chroot", "[privsep]\nchroot = \"var/empty\"", 2, "privsep.chroot", "not an absolute path"},
 		{"privsep empty user", "[privsep]\nuser = \"\"", 2, "privsep.user", "must not be empty"},
 		{"privsep user colon", "[privsep]\nuser = \"a:b\"", 2, "privsep.user", "not a valid account name"},
-		{"too large", "# " + strings.Repeat("x", MaxSize), 0, "", "more than the 1048576 allowed"},
+		{"too large", "# " + strings.Repeat("x", MaxSize), 0, "", "more than the 16777216 allowed"},
 
 		// handlers
 		{"handler no user", "\n[[handler]]\ncommand = \"true\"", 2, "handler[1].user", "missing"},

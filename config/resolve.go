@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -21,7 +22,7 @@ import (
 // returns Errors with every problem found. It changes nothing on the system (a missing chroot
 // is created by the daemon at start, not here).
 func (c *Config) Resolve(root bool) error {
-	r := &resolver{c: c}
+	r := &resolver{c: c, accounts: map[string]memo[privsep.Account]{}, commands: map[string]memo[string]{}}
 	if root {
 		r.rootAccounts()
 		r.privsepUser()
@@ -45,6 +46,44 @@ func (c *Config) Resolve(root bool) error {
 type resolver struct {
 	c    *Config
 	errs Errors
+
+	// Lookups by name, each done once per Resolve: a site with 10,000
+	// handlers over one account and one program pays one read of the
+	// password and group databases and one search of CommandPath, not
+	// 10,000 of each. The system is read once, so every handler naming an
+	// account sees the same answer.
+	accounts map[string]memo[privsep.Account]
+	commands map[string]memo[string]
+}
+
+// memo is one remembered lookup, failures included.
+type memo[T any] struct {
+	val T
+	err error
+}
+
+// lookupAccount is privsep.LookupAccount, once per name.
+func (r *resolver) lookupAccount(name string) (privsep.Account, error) {
+	m, ok := r.accounts[name]
+	if !ok {
+		m.val, m.err = privsep.LookupAccount(name)
+		r.accounts[name] = m
+	}
+	a := m.val
+	// Each handler gets its own Groups, so that changing one handler's
+	// account can never change another's.
+	a.Groups = slices.Clone(a.Groups)
+	return a, m.err
+}
+
+// lookCommand is the package's lookCommand, once per name.
+func (r *resolver) lookCommand(name string) (string, error) {
+	m, ok := r.commands[name]
+	if !ok {
+		m.val, m.err = lookCommand(name)
+		r.commands[name] = m
+	}
+	return m.val, m.err
 }
 
 func (r *resolver) errorf(path []string, cause error, format string, args ...any) {
@@ -58,8 +97,10 @@ func handlerPath(i int, key string) []string {
 
 // rootAccounts picks each handler's account when started as root.
 //
-// Security: this decides the uid commands run as. uid 0 is refused here
-// whatever the name, so a misconfiguration can never run a command as root.
+// Security: this decides the uid and groups commands run as. uid 0 is
+// refused here whatever the name, so a misconfiguration can never run a
+// command as root; so is primary gid 0, which privsep.Drop refuses when the
+// exec process starts: -n must not call OK what start-up would refuse.
 func (r *resolver) rootAccounts() {
 	for i := range r.c.Handlers {
 		h := &r.c.Handlers[i]
@@ -68,7 +109,7 @@ func (r *resolver) rootAccounts() {
 		if name == "" {
 			name, key = h.User, "user"
 		}
-		a, err := privsep.LookupAccount(name)
+		a, err := r.lookupAccount(name)
 		switch {
 		case errors.Is(err, privsep.ErrNoAccount) && key == "user":
 			r.errorf(handlerPath(i, key), err, "handler user %q is not a system account; set run_as", name)
@@ -81,6 +122,9 @@ func (r *resolver) rootAccounts() {
 			continue
 		case a.UID == 0:
 			r.errorf(handlerPath(i, key), nil, "account %q has uid 0: commands never run as root; set run_as to an unprivileged account", name)
+			continue
+		case a.GID == 0:
+			r.errorf(handlerPath(i, key), nil, "account %q has primary group 0 (root's): commands never run with root's group, and its exec process would refuse to start; %s, or set run_as to another account", name, regroupHint(name))
 			continue
 		}
 		h.Account = a
@@ -101,7 +145,7 @@ func (r *resolver) userAccounts() {
 		h.Account = privsep.Account{}
 		if h.RunAs != "" && h.RunAs != cur.Name {
 			// Another name for the same uid is still the invoking user.
-			if a, err := privsep.LookupAccount(h.RunAs); err != nil || a.UID != cur.UID {
+			if a, err := r.lookupAccount(h.RunAs); err != nil || a.UID != cur.UID {
 				r.errorf(handlerPath(i, "run_as"), nil, "not started as root, so commands run as the invoking user %q, not %q: remove run_as or start imserious as root", cur.Name, h.RunAs)
 				continue
 			}
@@ -118,7 +162,7 @@ func (r *resolver) userAccounts() {
 func (r *resolver) privsepUser() {
 	path := []string{"privsep", "user"}
 	name := r.c.Privsep.User
-	a, err := privsep.LookupAccount(name)
+	a, err := r.lookupAccount(name)
 	switch {
 	case errors.Is(err, privsep.ErrNoAccount):
 		r.errorf(path, err, "account %q does not exist; create it, e.g. \"useradd -r -d /var/empty -s /usr/sbin/nologin %s\" (Linux) or \"useradd -d /var/empty -s /sbin/nologin %s\" (BSD)", name, name, name)
@@ -129,6 +173,9 @@ func (r *resolver) privsepUser() {
 	case a.UID == 0:
 		r.errorf(path, nil, "account %q has uid 0: the network process must run unprivileged", name)
 		return
+	case a.GID == 0:
+		r.errorf(path, nil, "account %q has primary group 0 (root's): the network process must run unprivileged, and would refuse to start; %s", name, regroupHint(name))
+		return
 	}
 	seen := map[string]bool{}
 	for i, h := range r.c.Handlers {
@@ -138,6 +185,11 @@ func (r *resolver) privsepUser() {
 		seen[h.Account.Name] = true
 		r.errorf(path, nil, "account %q (uid %d) is also the account of handler[%d] (%q): the network process must not share a uid with any command", name, a.UID, i+1, h.Account.Name)
 	}
+}
+
+// regroupHint says how to give an account another primary group.
+func regroupHint(name string) string {
+	return fmt.Sprintf("give it an unprivileged primary group, e.g. \"usermod -g GROUP %s\" (Linux, OpenBSD) or \"pw usermod %s -g GROUP\" (FreeBSD)", name, name)
 }
 
 // chroot checks the network process's chroot directory if it exists.
@@ -196,7 +248,7 @@ func (r *resolver) command(i int) {
 		r.errorf(handlerPath(i, "command"), nil, "empty command")
 		return
 	}
-	p, err := lookCommand(h.Command[0])
+	p, err := r.lookCommand(h.Command[0])
 	if err != nil {
 		r.errorf(handlerPath(i, "command"), err, "%v", err)
 		return

@@ -446,14 +446,15 @@ command = "mycmd"
 	})
 }
 
-func useradd(t *testing.T, name string) {
+func useradd(t testing.TB, name string, opts ...string) {
 	t.Helper()
 	userdel(t, name) // a leftover from an interrupted run
-	shadow(t, "useradd", "-r", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", name)
+	argv := append([]string{"useradd", "-r", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin"}, opts...)
+	shadow(t, append(argv, name)...)
 	t.Cleanup(func() { userdel(t, name) })
 }
 
-func userdel(t *testing.T, name string) {
+func userdel(t testing.TB, name string) {
 	t.Helper()
 	if _, err := privsep.LookupAccount(name); err != nil {
 		return
@@ -465,7 +466,7 @@ func userdel(t *testing.T, name string) {
 // account database at the same moment, and useradd gives up at once when
 // /etc/passwd is locked, so a lock failure is retried; nothing in this
 // test waits on it for ordering.
-func shadow(t *testing.T, argv ...string) {
+func shadow(t testing.TB, argv ...string) {
 	t.Helper()
 	var out []byte
 	var err error
@@ -479,4 +480,40 @@ func shadow(t *testing.T, argv ...string) {
 	if err != nil {
 		t.Fatalf("%s: %v: %s", strings.Join(argv, " "), err, out)
 	}
+}
+
+// TestResolveGID0: an account whose primary group is 0 is refused, as
+// privsep.Drop refuses it at start-up, for a command's account (named by
+// run_as or by user) and for the network process's.
+func TestResolveGID0(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: creates a system account with useradd")
+	}
+	testBin(t)
+	useradd(t, "imse_t_gid0", "-g", "0")
+	chroot := filepath.Join(t.TempDir(), "missing")
+	c := mustParse(t, fmt.Sprintf(`[privsep]
+user = "nobody"
+chroot = %q
+[[handler]]
+user = "x"
+run_as = "imse_t_gid0"
+command = "mycmd"
+[[handler]]
+user = "imse_t_gid0"
+command = "mycmd"
+`, chroot))
+	const why = `account "imse_t_gid0" has primary group 0 (root's): commands never run with root's group, and its exec process would refuse to start; give it an unprivileged primary group, e.g. "usermod -g GROUP imse_t_gid0"`
+	checkErrors(t, resolveErrors(t, c, true), []wantErr{
+		{6, "handler[1].run_as", why},
+		{9, "handler[2].user", why},
+	})
+	if c.Handlers[0].Account.Name != "" || c.Handlers[1].Account.Name != "" {
+		t.Errorf("refused handlers got an account: %+v", c.Handlers)
+	}
+
+	c = mustParse(t, fmt.Sprintf("[privsep]\nuser = \"imse_t_gid0\"\nchroot = %q\n", chroot))
+	checkErrors(t, resolveErrors(t, c, true), []wantErr{
+		{2, "privsep.user", `account "imse_t_gid0" has primary group 0 (root's): the network process must run unprivileged`},
+	})
 }
