@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,14 +22,38 @@ type Msg struct {
 	Files   []*os.File
 }
 
-// Conn is one end of a SOCK_SEQPACKET socketpair. Each Send is one packet,
+var (
+	// ErrWouldBlock: TrySend found the peer's receive buffer full (the
+	// peer is slow or stopped); nothing was sent.
+	ErrWouldBlock = errors.New("peer not reading, send would block")
+	// ErrClosed: the peer has closed its end (it exited or was killed).
+	ErrClosed = errors.New("peer closed the channel")
+)
+
+// Conn is one end of a SOCK_SEQPACKET socketpair. Each send is one packet,
 // so message boundaries need no reassembly and concurrent senders cannot
-// interleave. Send is safe for concurrent use; Recv must be called from
-// one goroutine at a time (it reuses its buffers).
+// interleave. Send, SendTimeout and TrySend are safe for concurrent use;
+// Recv must be called from one goroutine at a time (it reuses its
+// buffers).
 type Conn struct {
 	uc   *net.UnixConn
+	raw  syscall.RawConn // of uc, kept so TrySend allocates no new one
 	rbuf []byte
 	oob  []byte
+
+	// turn serialises Send and SendTimeout, so the write deadline one
+	// SendTimeout sets on the socket cannot cut short another's send. A
+	// channel rather than a sync.Mutex because SendTimeout's wait for its
+	// turn must end at its deadline too: a Send ahead of it may block for
+	// as long as the peer does not read. TrySend does not take it.
+	turn chan struct{}
+
+	// dmu guards the two write deadlines; the socket's is the earlier of
+	// them (zero is none). SetDeadline sets connDL without waiting for a
+	// turn, so it can still end a send that blocks.
+	dmu    sync.Mutex
+	connDL time.Time // from SetDeadline
+	sendDL time.Time // of the SendTimeout holding the turn
 }
 
 // sockBuf is what Socketpair asks for as send and receive buffer: a whole
@@ -100,19 +126,68 @@ func NewConn(f *os.File) (*Conn, error) {
 		c.Close()
 		return nil, fmt.Errorf("privsep: channel %s: %s socket, want a unix seqpacket socket", f.Name(), c.LocalAddr().Network())
 	}
-	return &Conn{uc: uc}, nil
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		uc.Close()
+		return nil, fmt.Errorf("privsep: channel %s: %w", f.Name(), err)
+	}
+	return &Conn{uc: uc, raw: raw, turn: make(chan struct{}, 1)}, nil
 }
 
 // Send sends one message with files attached (at most MaxFDs). The files
-// stay open: the receiver gets its own descriptors for them.
+// stay open: the receiver gets its own descriptors for them. Send waits
+// for as long as the peer's receive buffer is full, bounded only by
+// SetDeadline: it is for children writing to their parent. The parent,
+// which must never block on a child, uses SendTimeout or TrySend.
 func (c *Conn) Send(typ uint32, payload []byte, files ...*os.File) error {
-	if len(files) > MaxFDs {
-		return fmt.Errorf("privsep: send type %d: %d descriptors, at most %d: %w", typ, len(files), MaxFDs, ErrTooManyFDs)
-	}
-	frame, err := EncodeFrame(typ, payload)
+	frame, err := encodeSend(typ, payload, files)
 	if err != nil {
 		return err
 	}
+	c.turn <- struct{}{}
+	defer func() { <-c.turn }()
+	return c.write(typ, frame, files)
+}
+
+// SendTimeout is Send giving up after d, waiting for an earlier Send
+// included, with an error wrapping os.ErrDeadlineExceeded; a deadline
+// from SetDeadline that comes sooner still applies. A message that timed
+// out was not sent (a seqpacket send is all or nothing), and the channel
+// stays usable.
+func (c *Conn) SendTimeout(d time.Duration, typ uint32, payload []byte, files ...*os.File) error {
+	frame, err := encodeSend(typ, payload, files)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(d)
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case c.turn <- struct{}{}:
+	case <-timer.C:
+		return fmt.Errorf("privsep: send type %d: an earlier send still blocked after %v: %w", typ, d, os.ErrDeadlineExceeded)
+	}
+	defer func() { <-c.turn }()
+	if err := c.setSendDeadline(deadline); err != nil {
+		return fmt.Errorf("privsep: send type %d: %w", typ, err)
+	}
+	// Cleared before the turn passes on, so the next Send sees only the
+	// deadline from SetDeadline. An error here means the socket is
+	// closed, which the next send reports.
+	defer c.setSendDeadline(time.Time{})
+	return c.write(typ, frame, files)
+}
+
+func encodeSend(typ uint32, payload []byte, files []*os.File) ([]byte, error) {
+	if len(files) > MaxFDs {
+		return nil, fmt.Errorf("privsep: send type %d: %d descriptors, at most %d: %w", typ, len(files), MaxFDs, ErrTooManyFDs)
+	}
+	return EncodeFrame(typ, payload)
+}
+
+// write sends frame through the runtime's poller, which waits for room
+// until the socket's write deadline.
+func (c *Conn) write(typ uint32, frame []byte, files []*os.File) error {
 	return withFDs(files, func(fds []int) error {
 		var oob []byte
 		if len(fds) > 0 {
@@ -120,7 +195,7 @@ func (c *Conn) Send(typ uint32, payload []byte, files ...*os.File) error {
 		}
 		n, oobn, err := c.uc.WriteMsgUnix(frame, oob, nil)
 		if err != nil {
-			return fmt.Errorf("privsep: send type %d (%d bytes, %d descriptors): %w", typ, len(frame), len(fds), err)
+			return fmt.Errorf("privsep: send type %d (%d bytes, %d descriptors): %w", typ, len(frame), len(fds), peerGone(err))
 		}
 		// A seqpacket send is atomic; a short one would be a kernel or
 		// runtime surprise that must not pass for success.
@@ -129,6 +204,97 @@ func (c *Conn) Send(typ uint32, payload []byte, files ...*os.File) error {
 		}
 		return nil
 	})
+}
+
+// setSendDeadline sets the deadline of the SendTimeout holding the turn
+// (zero: none) and gives the socket the earlier of it and SetDeadline's.
+func (c *Conn) setSendDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.sendDL = t
+	return c.uc.SetWriteDeadline(earlier(c.connDL, c.sendDL))
+}
+
+// earlier returns the sooner of two deadlines, where zero means none.
+func earlier(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+// TrySend sends one message without ever waiting: when the peer's
+// receive buffer is full it returns an error wrapping ErrWouldBlock, and
+// when the peer is gone one wrapping ErrClosed; either way nothing was
+// sent. It ignores deadlines and does not wait for a blocked Send or
+// SendTimeout to finish. It is the network process's path for every
+// notification, so it costs one sendmsg and allocates only the frame.
+func (c *Conn) TrySend(typ uint32, payload []byte) error {
+	frame, err := EncodeFrame(typ, payload)
+	if err != nil {
+		return err
+	}
+	// Control, not Write: RawConn.Write takes the runtime's write lock on
+	// the socket, which a Send blocked on a full buffer holds, and checks
+	// the deadline SendTimeout set. Control only keeps the descriptor from
+	// being closed and reused while the send runs. A seqpacket send is one
+	// atomic packet, so it cannot interleave with a concurrent Send.
+	s := trySenders.Get().(*trySender)
+	s.frame = frame
+	cerr := c.raw.Control(s.sendFn)
+	n, err := s.n, s.err
+	s.frame, s.err = nil, nil
+	trySenders.Put(s)
+	if cerr != nil {
+		return fmt.Errorf("privsep: try send type %d: %w", typ, cerr)
+	}
+	switch {
+	case err == unix.EAGAIN || err == unix.EWOULDBLOCK || err == unix.ENOBUFS:
+		// The BSDs may report a full seqpacket buffer as ENOBUFS.
+		return fmt.Errorf("privsep: try send type %d (%d bytes): %w: %w", typ, len(frame), ErrWouldBlock, err)
+	case err != nil:
+		return fmt.Errorf("privsep: try send type %d (%d bytes): %w", typ, len(frame), peerGone(err))
+	case n != len(frame):
+		return fmt.Errorf("privsep: try send type %d: short write of %d of %d bytes", typ, n, len(frame))
+	}
+	return nil
+}
+
+// trySender carries one TrySend into RawConn.Control. A func passed to
+// an interface method escapes, so a closure made per call would be a
+// second allocation; each pooled trySender keeps one bound to itself.
+type trySender struct {
+	frame  []byte
+	n      int
+	err    error
+	sendFn func(fd uintptr)
+}
+
+var trySenders = sync.Pool{New: func() any {
+	s := &trySender{}
+	s.sendFn = s.send
+	return s
+}}
+
+func (s *trySender) send(fd uintptr) {
+	for {
+		// MSG_DONTWAIT although the runtime made the socket non-blocking:
+		// this send must not wait, whatever the descriptor's mode.
+		// MSG_NOSIGNAL: a gone peer is an error, not a SIGPIPE.
+		s.n, s.err = unix.SendmsgN(int(fd), s.frame, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		if s.err != unix.EINTR {
+			return
+		}
+	}
+}
+
+// peerGone adds ErrClosed to the errors that mean the peer has closed
+// its end, keeping err in the chain.
+func peerGone(err error) error {
+	if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.ENOTCONN) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return err
 }
 
 // withFDs calls fn with the descriptors of files. It goes through
@@ -238,7 +404,15 @@ func (c *Conn) Close() error {
 	return c.uc.Close()
 }
 
-// SetDeadline sets the read and write deadline, as net.Conn does.
+// SetDeadline sets the read and write deadline, as net.Conn does; a
+// SendTimeout in progress keeps its own deadline if that is sooner. It
+// does not wait for a blocked send, which it can thus cut short.
 func (c *Conn) SetDeadline(t time.Time) error {
-	return c.uc.SetDeadline(t)
+	if err := c.uc.SetReadDeadline(t); err != nil {
+		return err
+	}
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.connDL = t
+	return c.uc.SetWriteDeadline(earlier(c.connDL, c.sendDL))
 }
