@@ -7,24 +7,13 @@ import (
 	"encoding/base64"
 	"net/netip"
 	"strings"
+
+	"github.com/imserious/imserious/internal/prefix"
 )
 
-// allowed reports whether the allow list admits addr (already unmapped).
-func (s *Server) allowed(addr netip.Addr) bool {
-	return len(s.allow) == 0 || containsAddr(s.allow, addr)
-}
-
-// containsAddr reports whether any prefix contains addr. Prefix.Contains is
-// false for any address with an IPv6 zone, so the zone is dropped: it names
-// the interface, not the host.
-func containsAddr(ps []netip.Prefix, addr netip.Addr) bool {
-	addr = addr.WithZone("")
-	for _, p := range ps {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
+// allows reports whether the allow list admits addr.
+func (p *policy) allows(addr netip.Addr) bool {
+	return len(p.allow) == 0 || prefix.Contains(p.allow, addr)
 }
 
 // Sizes of the on-stack buffers for decoding credentials; longer ones are

@@ -28,11 +28,17 @@ func (l timedListener) Accept() (net.Conn, error) {
 }
 
 // conn is a server connection that knows its peer and whether the allow
-// list admits it (both computed once, not per request), and when the
-// current request's first bytes arrived.
+// list admits it (both computed once, not per request: the allow list is
+// judged again only after an Update), and when the current request's first
+// bytes arrived.
 type conn struct {
 	net.Conn
-	peer    netip.AddrPort // IPv4-mapped addresses unmapped
+	peer netip.AddrPort // IPv4-mapped addresses unmapped
+	// judged is the policy allowed was computed under. Only the
+	// connection's own goroutine reads or writes the two (net/http serves
+	// a connection's requests one after another, on the goroutine started
+	// after Accept returned it).
+	judged  *policy
 	allowed bool
 	// start is time.Since(epoch) when the first read of the current
 	// request returned data; 0 until then. Atomic because net/http's
@@ -48,7 +54,18 @@ func (s *Server) newConn(c net.Conn) *conn {
 		ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
 		peer = unmap(ap)
 	}
-	return &conn{Conn: c, peer: peer, allowed: s.allowed(peer.Addr())}
+	p := s.policy.Load()
+	return &conn{Conn: c, peer: peer, judged: p, allowed: p.allows(peer.Addr())}
+}
+
+// admitted reports whether the allow list of p admits the peer, judging it
+// again when p is not the policy it was last judged under, so that an
+// Update that removes a peer reaches its keep-alive connections too.
+func (c *conn) admitted(p *policy) bool {
+	if c.judged != p {
+		c.judged, c.allowed = p, p.allows(c.peer.Addr())
+	}
+	return c.allowed
 }
 
 // unmap returns ap with an IPv4-mapped IPv6 address as IPv4, as the allow

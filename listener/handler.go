@@ -15,12 +15,15 @@ import (
 	"time"
 
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/internal/prefix"
 )
 
 // serveHTTP runs the checks of spec §3 in the table's order. The body is
 // read only once the peer, credentials and path have passed (and the
 // method, content type and declared size, which cost nothing to check).
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	// One policy for the whole request, even if Update swaps it meanwhile.
+	p := s.policy.Load()
 	var (
 		peer    netip.AddrPort
 		allowed bool
@@ -28,11 +31,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	)
 	if c, _ := r.Context().Value(connKey{}).(*conn); c != nil {
 		defer c.requestDone()
-		peer, allowed, start = c.peer, c.allowed, c.requestStart()
+		peer, allowed, start = c.peer, c.admitted(p), c.requestStart()
 	} else {
 		ap, _ := netip.ParseAddrPort(r.RemoteAddr)
 		peer = unmap(ap)
-		allowed, start = s.allowed(peer.Addr()), time.Now()
+		allowed, start = p.allows(peer.Addr()), time.Now()
 	}
 	deadline := start.Add(s.timeout)
 
@@ -40,9 +43,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, peer, http.StatusForbidden, "peer not in allow list", true)
 		return
 	}
-	if s.auth != nil {
+	if p.auth != nil {
 		h := r.Header.Get("Authorization")
-		if !s.auth.check(h) {
+		if !p.auth.check(h) {
 			reason := "wrong credentials"
 			if h == "" {
 				reason = "no credentials"
@@ -52,7 +55,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if r.URL.Path != s.endpoint {
+	if r.URL.Path != p.endpoint {
 		s.reject(w, r, peer, http.StatusNotFound, "not the endpoint", true)
 		return
 	}
@@ -77,24 +80,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, r, peer, http.StatusRequestTimeout, reason, true)
 		return
 	}
-	defer s.release()
-
-	body, status, reason := readBody(w, r)
+	body, ev, status, reason, unread := readEvent(w, r)
+	// The slot covers reading and decoding only, never delivery: a slot
+	// held while one account's exec channel is slow would make every
+	// other account's requests wait for it.
+	s.release()
 	if status != 0 {
-		s.reject(w, r, peer, status, reason, true)
-		return
-	}
-	ev, err := event.Decode(body)
-	if err != nil {
-		status, reason := http.StatusBadRequest, err.Error()
-		var de *event.Error
-		if errors.As(err, &de) {
-			reason = de.Reason
-			if de.Status == http.StatusUnprocessableEntity {
-				status = de.Status
-			}
-		}
-		s.reject(w, r, peer, status, reason, false)
+		s.reject(w, r, peer, status, reason, unread)
 		return
 	}
 
@@ -102,9 +94,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// heap in the common case.
 	var buf [8]int
 	targets := buf[:0]
-	for _, rt := range s.routes[ev.User] {
+	for _, rt := range p.routes[ev.User] {
 		if rt.event == ev.Event && !slices.Contains(targets, rt.target) &&
-			(len(rt.ip) == 0 || containsAddr(rt.ip, peer.Addr())) {
+			(len(rt.ip) == 0 || prefix.Contains(rt.ip, peer.Addr())) {
 			targets = append(targets, rt.target)
 		}
 	}
@@ -141,6 +133,28 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// Sent even if Deliver outlived the deadline: the event is queued, and
 	// a 408 would make Dovecot send it again.
 	w.WriteHeader(http.StatusOK)
+}
+
+// readEvent reads and decodes the body. On failure it returns the status
+// to answer, why, and whether the body was left (partly) unread.
+func readEvent(w http.ResponseWriter, r *http.Request) (body []byte, ev event.Event, status int, reason string, unread bool) {
+	body, status, reason = readBody(w, r)
+	if status != 0 {
+		return nil, ev, status, reason, true
+	}
+	ev, err := event.Decode(body)
+	if err != nil {
+		status, reason := http.StatusBadRequest, err.Error()
+		var de *event.Error
+		if errors.As(err, &de) {
+			reason = de.Reason
+			if de.Status == http.StatusUnprocessableEntity {
+				status = de.Status
+			}
+		}
+		return nil, ev, status, reason, false
+	}
+	return body, ev, 0, "", false
 }
 
 // acquire waits for a handling slot until the deadline. It returns "" with

@@ -11,13 +11,17 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/internal/prefix"
 )
 
 // MaxBody is the largest notification body accepted; Dovecot's bodies are
@@ -63,30 +67,49 @@ type Config struct {
 
 // Deliver hands a validated body to exec channel target. The remote is the
 // HTTP peer (IPv4-mapped addresses unmapped). It is called on the request
-// path while Dovecot waits, so it must only queue the body (write it to a
-// socket), never wait for the command. body is freshly allocated for each
-// request and may be retained, but it is shared by the calls for all the
-// targets of one request and must not be modified. An error means the
-// channel is gone: the request is answered 503.
+// path while Dovecot waits, after the request's slot is released, and must
+// never wait: not for the command, and not for the exec process to read.
+// The daemon's Deliver hands the body to the exec channel's socket with a
+// non-blocking send, and returns nil when that account's exec process is
+// down (the daemon covers such events with a recovery run once it is back),
+// so one account's slow or dead exec process delays no other account's
+// requests. body is freshly allocated for each request and may be
+// retained, but it is shared by the calls for all the targets of one
+// request and must not be modified. An error means the channel is broken
+// for good: the request is answered 503.
 type Deliver func(target int, remote netip.AddrPort, body []byte) error
+
+// ErrRestartNeeded is wrapped by Update when the new Config changes what a
+// running server cannot: the request slots, the deadlines, TLS on or off.
+// The caller starts a new network process instead.
+var ErrRestartNeeded = errors.New("a new network process is needed")
 
 // Server serves notifications. Create it with New.
 type Server struct {
-	endpoint string
-	timeout  time.Duration
-	allow    []netip.Prefix
-	auth     *credentials       // nil: no authentication
-	routes   map[string][]route // by user
-	sem      chan struct{}      // one token per request being handled
-	deliver  Deliver
-	log      *slog.Logger
-	tls      *tls.Config
-	srv      *http.Server
-	handler  http.Handler
+	// policy is what Update swaps: each request loads it once and is
+	// judged by that one policy from the first check to delivery.
+	policy  atomic.Pointer[policy]
+	timeout time.Duration
+	sem     chan struct{} // one token per request being read and decoded
+	deliver Deliver
+	log     *slog.Logger
+	tls     *tls.Config
+	srv     *http.Server
+	handler http.Handler
 
 	// onWait, when set (tests only), is called when a request starts
 	// waiting for a slot, so tests can synchronise on it.
 	onWait func()
+}
+
+// policy is the part of a Config that Update may change. It is built whole
+// by newPolicy and never modified afterwards, so a request that loaded it
+// needs no lock.
+type policy struct {
+	endpoint string
+	allow    []netip.Prefix     // as prefix.Normalize returns them; empty: everyone
+	auth     *credentials       // nil: no authentication
+	routes   map[string][]route // by user
 }
 
 type route struct {
@@ -109,43 +132,12 @@ func New(cfg Config, deliver Deliver, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		endpoint: cfg.Endpoint,
-		timeout:  cfg.Timeout,
-		allow:    normalizePrefixes(cfg.Allow),
-		routes:   make(map[string][]route),
-		deliver:  deliver,
-		log:      log,
+		timeout: timeout(cfg),
+		sem:     make(chan struct{}, maxConnections(cfg)),
+		deliver: deliver,
+		log:     log,
 	}
-	if s.endpoint == "" {
-		s.endpoint = DefaultEndpoint
-	}
-	if s.timeout <= 0 {
-		s.timeout = DefaultTimeout
-	}
-	n := cfg.MaxConnections
-	if n <= 0 {
-		n = DefaultMaxConnections
-	}
-	s.sem = make(chan struct{}, n)
-	if cfg.Auth != nil {
-		s.auth = &credentials{
-			user: sha256.Sum256([]byte(cfg.Auth.User)),
-			pass: sha256.Sum256([]byte(cfg.Auth.Pass)),
-		}
-	}
-	for _, r := range cfg.Routes {
-		// Decoded events carry the canonical name; a route spelled
-		// otherwise would silently never match.
-		ev := r.Event
-		if c, ok := event.Canonical(ev); ok {
-			ev = c
-		}
-		s.routes[r.User] = append(s.routes[r.User], route{
-			event:  ev,
-			ip:     normalizePrefixes(r.IP),
-			target: r.Target,
-		})
-	}
+	s.policy.Store(newPolicy(cfg))
 	if cfg.TLS != nil {
 		t := cfg.TLS.Clone()
 		if t.MinVersion < tls.VersionTLS12 {
@@ -188,20 +180,88 @@ func New(cfg Config, deliver Deliver, log *slog.Logger) *Server {
 	return s
 }
 
-// normalizePrefixes masks each prefix and rewrites IPv4-mapped IPv6
-// prefixes as IPv4, since peers are compared unmapped.
-func normalizePrefixes(ps []netip.Prefix) []netip.Prefix {
-	if len(ps) == 0 {
-		return nil
+// maxConnections and timeout are cfg's values with the defaults of New.
+func maxConnections(cfg Config) int {
+	if cfg.MaxConnections <= 0 {
+		return DefaultMaxConnections
 	}
-	out := make([]netip.Prefix, 0, len(ps))
-	for _, p := range ps {
-		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
+	return cfg.MaxConnections
+}
+
+func timeout(cfg Config) time.Duration {
+	if cfg.Timeout <= 0 {
+		return DefaultTimeout
+	}
+	return cfg.Timeout
+}
+
+// newPolicy builds the policy of cfg, with the defaults of New. Nothing of
+// cfg is retained: its slices and credentials are copied or digested.
+func newPolicy(cfg Config) *policy {
+	p := &policy{
+		endpoint: cfg.Endpoint,
+		allow:    prefix.Normalize(cfg.Allow),
+		routes:   make(map[string][]route),
+	}
+	if p.endpoint == "" {
+		p.endpoint = DefaultEndpoint
+	}
+	if cfg.Auth != nil {
+		p.auth = &credentials{
+			user: sha256.Sum256([]byte(cfg.Auth.User)),
+			pass: sha256.Sum256([]byte(cfg.Auth.Pass)),
 		}
-		out = append(out, p.Masked())
 	}
-	return out
+	for _, r := range cfg.Routes {
+		// Decoded events carry the canonical name; a route spelled
+		// otherwise would silently never match.
+		ev := r.Event
+		if c, ok := event.Canonical(ev); ok {
+			ev = c
+		}
+		p.routes[r.User] = append(p.routes[r.User], route{
+			event:  ev,
+			ip:     prefix.Normalize(r.IP),
+			target: r.Target,
+		})
+	}
+	return p
+}
+
+// Update makes cfg's allow list, endpoint, credentials and routes those of
+// every request handled after it returns; a request already being handled
+// finishes under the policy it started with, never a mix of both. A
+// connection accepted before is judged against the new allow list at its
+// next request. It is safe to call while serving.
+//
+// MaxConnections, Timeout and whether there is TLS are fixed when the
+// server is built (they size its slots and its net/http deadlines): when
+// cfg changes any of them, Update changes nothing and returns an error
+// wrapping ErrRestartNeeded. The TLS configuration itself is not looked
+// at: certificates are swapped by the TLS config's GetCertificate.
+func (s *Server) Update(cfg Config) error {
+	var changed []string
+	if n := maxConnections(cfg); n != cap(s.sem) {
+		changed = append(changed, fmt.Sprintf("max_connections from %d to %d", cap(s.sem), n))
+	}
+	if d := timeout(cfg); d != s.timeout {
+		changed = append(changed, fmt.Sprintf("timeout from %v to %v", s.timeout, d))
+	}
+	if (cfg.TLS != nil) != (s.tls != nil) {
+		changed = append(changed, fmt.Sprintf("tls from %v to %v", onOff(s.tls != nil), onOff(cfg.TLS != nil)))
+	}
+	if changed != nil {
+		return fmt.Errorf("listener: cannot change %s in place: %w", strings.Join(changed, ", "), ErrRestartNeeded)
+	}
+	s.policy.Store(newPolicy(cfg))
+	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 // Serve accepts connections on ln until Shutdown, wrapping them in TLS when

@@ -249,80 +249,151 @@ func TestStalledHeaders(t *testing.T) {
 	rc.expectClosed()
 }
 
+// holdSlots takes every request slot of s, as requests reading their
+// bodies would, until the returned function (also run at cleanup) gives
+// them back.
+func holdSlots(t *testing.T, s *Server) (release func()) {
+	for range cap(s.sem) {
+		s.sem <- struct{}{}
+	}
+	release = sync.OnceFunc(func() {
+		for range cap(s.sem) {
+			<-s.sem
+		}
+	})
+	t.Cleanup(release) // before the Shutdown of start's cleanup, which runs later
+	return release
+}
+
 // TestSlotTimeout: with every slot held, a request that gets none within
-// Timeout is answered 408 (which Dovecot retries); the held request still
-// succeeds once its Deliver returns.
+// Timeout is answered 408 (which Dovecot retries) and not delivered; once
+// the slot is free, the next request succeeds.
 func TestSlotTimeout(t *testing.T) {
 	const timeout = time.Second
 	cfg := testConfig()
 	cfg.MaxConnections = 1
 	cfg.Timeout = timeout
-	rec := &recorder{hold: make(chan struct{}), entered: make(chan call, 1)}
+	rec := &recorder{}
 	var logs logBuffer
 	defer func() {
 		if t.Failed() {
 			t.Log(logs.lines())
 		}
 	}()
-	addr := start(t, New(cfg, rec.deliver, newLogger(&logs)))
-	release := sync.OnceFunc(func() { close(rec.hold) })
-	defer release() // before the cleanup's Shutdown, even on failure
-
-	first := dial(t, addr)
-	first.send(put(goodBody).String())
-	recv(t, rec.entered, "Deliver call") // the first request holds the only slot
+	s := New(cfg, rec.deliver, newLogger(&logs))
+	addr := start(t, s)
+	release := holdSlots(t, s)
 
 	began := time.Now()
-	second := dial(t, addr)
-	resp, _ := second.do(put(goodBody).String())
+	rc := dial(t, addr)
+	resp, _ := rc.do(put(goodBody).String())
 	if resp.StatusCode != http.StatusRequestTimeout {
-		t.Fatalf("second request: status %d, want 408", resp.StatusCode)
+		t.Fatalf("status %d, want 408", resp.StatusCode)
 	}
 	if d := time.Since(began); d < timeout {
 		t.Errorf("408 after %v, before the %v timeout", d, timeout)
 	}
 	release()
-	if resp, _ := first.read(); resp.StatusCode != 200 {
-		t.Fatalf("first request: status %d, want 200", resp.StatusCode)
+	if resp, _ := dial(t, addr).do(put(goodBody).String()); resp.StatusCode != 200 {
+		t.Fatalf("with the slot free: status %d, want 200", resp.StatusCode)
 	}
 	if calls := rec.get(); len(calls) != 1 {
 		t.Errorf("%d Deliver calls, want 1", len(calls))
 	}
 }
 
-// TestSlotWait: with MaxConnections 1 a second request waits for the slot
-// instead of failing, and is handled as soon as the first one is done.
+// TestSlotWait: with MaxConnections 1 and the slot taken, requests wait for
+// it instead of failing, and are handled as soon as it is free.
 func TestSlotWait(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxConnections = 1
-	rec := &recorder{hold: make(chan struct{}), entered: make(chan call, 2)}
+	rec := &recorder{}
 	s := New(cfg, rec.deliver, nil)
-	waiting := make(chan struct{}, 1)
+	waiting := make(chan struct{}, 2)
 	s.onWait = func() { waiting <- struct{}{} }
 	addr := start(t, s)
+	release := holdSlots(t, s)
 
 	first, second := dial(t, addr), dial(t, addr)
 	first.send(put(`{"user":"alice","event":"messageNew","imap-uid":1}`).String())
-	recv(t, rec.entered, "Deliver call")
+	recv(t, waiting, "wait for a slot")
 	second.send(put(`{"user":"alice","event":"messageNew","imap-uid":2}`).String())
 	recv(t, waiting, "wait for a slot")
+	if calls := rec.get(); len(calls) != 0 {
+		t.Fatalf("delivered without a slot: %v", calls)
+	}
+	release()
+	for i, rc := range []*rawClient{first, second} {
+		if resp, _ := rc.read(); resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d, want 200", i+1, resp.StatusCode)
+		}
+	}
+	if calls := rec.get(); len(calls) != 2 {
+		t.Errorf("calls %v, want 2", calls)
+	}
+}
+
+// TestDeliverOutsideSlot: delivery happens after the request's slot is
+// released, so with MaxConnections 1 a Deliver stuck on one target (one
+// account's exec channel) does not keep a request for another target from
+// being answered 200 meanwhile.
+func TestDeliverOutsideSlot(t *testing.T) {
+	cfg := testConfig()
+	cfg.MaxConnections = 1
+	cfg.Routes = []Route{
+		{User: "alice", Event: "MessageNew", Target: 0},
+		{User: "bob", Event: "MessageNew", Target: 1},
+	}
+	stuck := make(chan struct{})
+	entered := make(chan int, 2)
+	deliver := func(target int, _ netip.AddrPort, _ []byte) error {
+		entered <- target
+		if target == 0 {
+			<-stuck
+		}
+		return nil
+	}
+	s := New(cfg, deliver, nil)
+	waited := make(chan struct{}, 1)
+	s.onWait = func() { waited <- struct{}{} }
+	addr := start(t, s)
+	unstick := sync.OnceFunc(func() { close(stuck) })
+	t.Cleanup(unstick) // before the Shutdown of start's cleanup
+
+	alice := dial(t, addr)
+	alice.send(put(`{"user":"alice","event":"messageNew"}`).String())
+	if got := recv(t, entered, "Deliver call for alice"); got != 0 {
+		t.Fatalf("Deliver called for target %d, want 0", got)
+	}
+	bob := dial(t, addr)
+	answered := make(chan int, 1)
+	go func() {
+		bob.c.SetReadDeadline(time.Now().Add(guard))
+		resp, err := http.ReadResponse(bob.br, nil)
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	bob.send(put(`{"user":"bob","event":"messageNew"}`).String())
 	select {
-	case c := <-rec.entered:
-		t.Fatalf("second request delivered while the first holds the slot: %v", c)
-	default:
+	case <-waited:
+		t.Fatal("bob's request waits for the slot while alice's Deliver is stuck")
+	case status := <-answered:
+		if status != 200 {
+			t.Fatalf("bob: status %d, want 200", status)
+		}
+	case <-time.After(guard):
+		t.Fatal("bob's request not answered")
 	}
-	rec.hold <- struct{}{} // let the first finish
-	if resp, _ := first.read(); resp.StatusCode != 200 {
-		t.Fatalf("first: status %d", resp.StatusCode)
+	if got := recv(t, entered, "Deliver call for bob"); got != 1 {
+		t.Errorf("Deliver called for target %d, want 1", got)
 	}
-	recv(t, rec.entered, "Deliver call")
-	rec.hold <- struct{}{}
-	if resp, _ := second.read(); resp.StatusCode != 200 {
-		t.Fatalf("second: status %d", resp.StatusCode)
-	}
-	calls := rec.get()
-	if len(calls) != 2 || !strings.Contains(calls[0].body, `"imap-uid":1`) || !strings.Contains(calls[1].body, `"imap-uid":2`) {
-		t.Errorf("calls %v, want uid 1 then uid 2", calls)
+	unstick()
+	if resp, _ := alice.read(); resp.StatusCode != 200 {
+		t.Fatalf("alice: status %d, want 200", resp.StatusCode)
 	}
 }
 
@@ -580,8 +651,9 @@ func TestShutdown(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	s := New(Config{}, nil, nil)
-	if s.endpoint != DefaultEndpoint || s.timeout != DefaultTimeout || cap(s.sem) != DefaultMaxConnections || s.auth != nil {
-		t.Errorf("defaults: endpoint %q timeout %v slots %d auth %v", s.endpoint, s.timeout, cap(s.sem), s.auth)
+	p := s.policy.Load()
+	if p.endpoint != DefaultEndpoint || s.timeout != DefaultTimeout || cap(s.sem) != DefaultMaxConnections || p.auth != nil {
+		t.Errorf("defaults: endpoint %q timeout %v slots %d auth %v", p.endpoint, s.timeout, cap(s.sem), p.auth)
 	}
 	if s.srv.ReadHeaderTimeout != DefaultTimeout || s.srv.IdleTimeout != DefaultTimeout || s.srv.MaxHeaderBytes != maxHeaderBytes {
 		t.Errorf("http.Server limits: %+v", s.srv)

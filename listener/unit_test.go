@@ -100,12 +100,12 @@ func TestCredentials(t *testing.T) {
 	for _, tc := range []struct {
 		user, pass string
 	}{{"puser", "ppass"}, {"us@er", "p:ss w"}, {"", ""}, {"u", long}} {
-		s := New(Config{Auth: &Auth{User: tc.user, Pass: tc.pass}}, nil, nil)
-		if !s.auth.check(basic(tc.user, tc.pass)) {
+		auth := New(Config{Auth: &Auth{User: tc.user, Pass: tc.pass}}, nil, nil).policy.Load().auth
+		if !auth.check(basic(tc.user, tc.pass)) {
 			t.Errorf("%q:%.10q refused", tc.user, tc.pass)
 		}
 		for _, wrong := range []string{"", basic(tc.user, tc.pass+"x"), basic(tc.user+"x", tc.pass), basic(tc.pass, tc.user), basic(tc.user, "")} {
-			if wrong != basic(tc.user, tc.pass) && s.auth.check(wrong) {
+			if wrong != basic(tc.user, tc.pass) && auth.check(wrong) {
 				t.Errorf("%q:%.10q: accepted %.40q", tc.user, tc.pass, wrong)
 			}
 		}
@@ -113,28 +113,43 @@ func TestCredentials(t *testing.T) {
 }
 
 func TestCheckDoesNotAllocate(t *testing.T) {
-	s := New(Config{Auth: &Auth{User: "a-longer-user-name", Pass: "and a password of some length"}}, nil, nil)
+	auth := New(Config{Auth: &Auth{User: "a-longer-user-name", Pass: "and a password of some length"}}, nil, nil).policy.Load().auth
 	h := basic("a-longer-user-name", "and a password of some length")
-	if n := testing.AllocsPerRun(100, func() { s.auth.check(h) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { auth.check(h) }); n != 0 {
 		t.Errorf("check allocates %v times", n)
 	}
 }
 
-func TestNormalizePrefixes(t *testing.T) {
-	got := normalizePrefixes([]netip.Prefix{
+// TestPolicyPrefixes: the allow list and the routes' ip lists are kept as
+// prefix.Normalize returns them, and the allow list is matched with
+// prefix.Contains (zones ignored).
+func TestPolicyPrefixes(t *testing.T) {
+	in := []netip.Prefix{
 		netip.MustParsePrefix("::ffff:10.1.2.3/104"),
 		netip.MustParsePrefix("10.1.2.3/8"),
 		netip.MustParsePrefix("::ffff:0:0/64"), // wider than the mapped range: stays IPv6
 		netip.MustParsePrefix("2001:db8::1/32"),
-	})
-	want := []string{"10.0.0.0/8", "10.0.0.0/8", "::/64", "2001:db8::/32"}
-	for i := range want {
-		if got[i].String() != want[i] {
-			t.Errorf("prefix %d: %v, want %v", i, got[i], want[i])
+		netip.MustParsePrefix("fe80::/10"),
+	}
+	p := New(Config{Allow: in, Routes: []Route{{User: "u", Event: "MessageNew", IP: in}}}, nil, nil).policy.Load()
+	want := []string{"10.0.0.0/8", "10.0.0.0/8", "::/64", "2001:db8::/32", "fe80::/10"}
+	for _, got := range [][]netip.Prefix{p.allow, p.routes["u"][0].ip} {
+		if len(got) != len(want) {
+			t.Fatalf("prefixes %v, want %v", got, want)
+		}
+		for i := range want {
+			if got[i].String() != want[i] {
+				t.Errorf("prefix %d: %v, want %v", i, got[i], want[i])
+			}
 		}
 	}
-	if !containsAddr([]netip.Prefix{netip.MustParsePrefix("fe80::/10")}, netip.MustParseAddr("fe80::1%eth0")) {
-		t.Errorf("zone not ignored")
+	for addr, ok := range map[string]bool{"fe80::1%eth0": true, "::ffff:10.9.9.9": true, "192.0.2.1": false} {
+		if p.allows(netip.MustParseAddr(addr)) != ok {
+			t.Errorf("allows(%s) = %v, want %v", addr, !ok, ok)
+		}
+	}
+	if in[0].String() != "::ffff:10.1.2.3/104" {
+		t.Errorf("New modified the caller's prefixes: %v", in)
 	}
 }
 
