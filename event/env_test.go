@@ -1,8 +1,10 @@
 package event
 
 import (
+	"encoding/base64"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -174,5 +176,78 @@ func TestCharsetTables(t *testing.T) {
 	}
 	if diff != 8 {
 		t.Errorf("iso-8859-15 differs from latin1 in %d places, want 8", diff)
+	}
+}
+
+// TestEnvValuesCapped checks that no value from a mail exceeds MaxValue,
+// however it is encoded, that the cut never splits a character, and that
+// a list of UIDs is cut between numbers.
+func TestEnvValuesCapped(t *testing.T) {
+	// 60 KiB of RFC 2047 encoded-words, which decode to multi-byte text
+	// (and the whitespace between them vanishes).
+	word := "=?UTF-8?B?" + base64.StdEncoding.EncodeToString([]byte("Grüße aus München ✓ 日本語")) + "?="
+	var enc strings.Builder
+	for enc.Len() < 60<<10 {
+		enc.WriteString(word + " ")
+	}
+	encoded := enc.String()
+	// Raw: three-byte characters, so that MaxValue falls inside one.
+	raw := strings.Repeat("€", 60<<10/3)
+	folder := strings.Repeat("x", 60<<10)
+	var uids []uint32
+	for i := range 20000 {
+		uids = append(uids, uint32(4000000000+i))
+	}
+	ev := Event{User: "alice", Event: "MessageNew", Subject: &encoded, From: &raw, Snippet: &raw, Folder: &folder, UID: uids}
+	env := envMap(t, ev.Env(1, netip.MustParseAddrPort("192.0.2.1:80")))
+	for k, v := range env {
+		if len(v) > MaxValue {
+			t.Errorf("%s is %d bytes, over %d", k, len(v), MaxValue)
+		}
+		if !utf8.ValidString(v) {
+			t.Errorf("%s is not valid UTF-8 after the cut: ...%q", k, v[max(0, len(v)-8):])
+		}
+	}
+	full := DecodeHeader(encoded)
+	if s := env["IMSE_SUBJECT"]; len(s) < MaxValue-utf8.UTFMax || !strings.HasPrefix(full, s) {
+		t.Errorf("IMSE_SUBJECT (%d bytes) is not the longest prefix of the decoded subject that fits", len(s))
+	}
+	if s := env["IMSE_FROM"]; len(s) != MaxValue/3*3 || strings.Trim(s, "€") != "" {
+		t.Errorf("IMSE_FROM is %d bytes of %q..., want %d bytes of whole characters", len(s), s[:6], MaxValue/3*3)
+	}
+	if s := env["IMSE_SUBJECT_RAW"]; !strings.HasPrefix(encoded, s) || len(s) != MaxValue {
+		t.Errorf("IMSE_SUBJECT_RAW is %d bytes, want the first %d", len(s), MaxValue)
+	}
+	got := strings.Split(env["IMSE_UID"], ",")
+	if len(got) == 0 || len(env["IMSE_UID"]) > MaxValue || len(env["IMSE_UID"])+11 <= MaxValue {
+		t.Fatalf("IMSE_UID is %d bytes: not the most whole UIDs that fit", len(env["IMSE_UID"]))
+	}
+	for i, u := range got {
+		if u != strconv.FormatUint(uint64(uids[i]), 10) {
+			t.Fatalf("IMSE_UID item %d is %q, want %d: a number was cut", i, u, uids[i])
+		}
+	}
+	if p := PeriodicEnv(strings.Repeat("ü", 3000), "MessageNew")[0]; len(p) > len("IMSE_USER=")+MaxValue || !utf8.ValidString(p) {
+		t.Errorf("PeriodicEnv user not capped: %d bytes", len(p))
+	}
+}
+
+func TestCapValue(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int
+	}{
+		{"", 0},
+		{strings.Repeat("a", MaxValue), MaxValue},
+		{strings.Repeat("a", MaxValue+1), MaxValue},
+		{strings.Repeat("a", MaxValue-1) + "é", MaxValue - 1},
+		{strings.Repeat("a", MaxValue-2) + "€", MaxValue - 2},
+		{strings.Repeat("a", MaxValue-3) + "😀", MaxValue - 3},
+		{strings.Repeat("a", MaxValue-4) + "😀", MaxValue},
+	} {
+		got := CapValue(tt.in)
+		if len(got) != tt.want || !strings.HasPrefix(tt.in, got) || !utf8.ValidString(got) {
+			t.Errorf("CapValue of %d bytes: %d bytes, want %d", len(tt.in), len(got), tt.want)
+		}
 	}
 }
