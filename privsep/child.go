@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,6 +14,10 @@ import (
 // parentFD is where a child finds its channel to the parent: the first of
 // exec.Cmd.ExtraFiles, as OpenBSD's daemons put it.
 const parentFD = 3
+
+// relayWaitDelay bounds how long Cmd.Wait waits for a relay pipe to close
+// after the child has exited.
+const relayWaitDelay = 5 * time.Second
 
 // Child is a started child process and the parent's end of its channel.
 // The caller supervises it: Cmd.Wait must be called for every child (no
@@ -28,8 +33,14 @@ type Child struct {
 // can dispatch on their flags). The child gets stdin /dev/null, the given
 // stdout and stderr (nil: /dev/null), its end of a fresh socketpair as
 // fd 3 and no other descriptor (see CloseOnExecFrom), an empty
-// environment, and its own process group, so a ^C on the terminal reaches
-// only the parent, which stops the children in order.
+// environment, and its own session, so a ^C on the terminal reaches only
+// the parent, which stops the children in order.
+//
+// Security: no child holds or can open the operator's terminal. Its own
+// session has no controlling terminal, so opening /dev/tty fails (ENXIO),
+// and a stdout or stderr that is a terminal is relayed: the child writes
+// to a pipe and the parent copies to the terminal (Cmd.Wait then also
+// waits for the copy, at most relayWaitDelay after the child exits).
 func StartChild(name string, args []string, stdout, stderr io.Writer) (*Child, error) {
 	path, err := selfExe()
 	if err != nil {
@@ -48,12 +59,21 @@ func StartChild(name string, args []string, stdout, stderr io.Writer) (*Child, e
 		Args: append([]string{os.Args[0]}, args...),
 		// Not nil, which would inherit the parent's environment: children
 		// get nothing implicit from whoever started the daemon.
-		Env:         []string{},
-		Stdin:       nil, // /dev/null
-		Stdout:      stdout,
-		Stderr:      stderr,
-		ExtraFiles:  []*os.File{theirs},
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		Env:    []string{},
+		Stdin:  nil, // /dev/null
+		Stdout: noTerminal(stdout),
+		Stderr: noTerminal(stderr),
+		// Only the socketpair end: anything else here, a terminal above
+		// all, would reach the child whatever CloseOnExecFrom did.
+		ExtraFiles: []*os.File{theirs},
+		// A session leader is its own process group, and its new session
+		// has no controlling terminal, so /dev/tty does not open in it.
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	if isRelay(cmd.Stdout) || isRelay(cmd.Stderr) {
+		// A descendant that inherited the relay pipe must not hold Wait
+		// up after the child has gone.
+		cmd.WaitDelay = relayWaitDelay
 	}
 	conn, err := NewConn(ours)
 	if err != nil {

@@ -1,0 +1,6 @@
+package privsep
+
+import "golang.org/x/sys/unix"
+
+// ioctlGetTermios reads a terminal's modes; it fails on anything else.
+const ioctlGetTermios = unix.TCGETS
