@@ -1,9 +1,11 @@
 package exec
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
@@ -11,6 +13,27 @@ import (
 
 // imsePrefix is the namespace of the variables the daemon sets itself.
 const imsePrefix = "IMSE_"
+
+// Bounds of a run's environment. Each IMSE_* value is capped at
+// event.MaxValue; MaxIMSEEnv bounds the IMSE_* part as a whole, and
+// MaxEnv, with maxArgStrlen, what may reach execve at all.
+//
+// The IMSE_* part comes from mail and is cut to fit: with the variables
+// of spec §4 at 4 KiB each it stays under 64 KiB, so the cut of the whole
+// part is a backstop for variables added later. The rest is the
+// operator's env table: a run whose environment is over MaxEnv in all, or
+// has one entry over maxArgStrlen, is not started and says why (an error
+// line), instead of failing in execve with E2BIG or being cut in ways
+// the operator did not write. Linux allows a quarter of the stack limit
+// (2 MiB by default) for arguments and environment together; 1 MiB leaves
+// room for the arguments.
+const (
+	MaxIMSEEnv = 64 << 10
+	MaxEnv     = 1 << 20
+	// maxArgStrlen is Linux's MAX_ARG_STRLEN (32 pages of 4 KiB), the
+	// limit of one string, its NUL included.
+	maxArgStrlen = 128 << 10
+)
 
 // BaseEnv is the environment every run of h starts from: PATH, HOME, USER,
 // LOGNAME and SHELL of the handler's account, then the handler's env table,
@@ -44,7 +67,8 @@ func BaseEnv(h *config.Handler) []string {
 // jobEnv builds the full environment of one run: BaseEnv without any IMSE_*
 // name the operator set (those belong to the daemon: a script testing
 // IMSE_FOLDER must not be fooled by a static value), then the run's own
-// IMSE_* variables.
+// IMSE_* variables, each capped at event.MaxValue and all together at
+// MaxIMSEEnv (fitIMSE).
 func jobEnv(base, imse []string, trigger string) []string {
 	vars := make(map[string]string, len(base)+len(imse)+1)
 	for _, kv := range base {
@@ -59,10 +83,71 @@ func jobEnv(base, imse []string, trigger string) []string {
 		if !ok || !validName(k) {
 			continue
 		}
-		vars[k] = sanitizeValue(v)
+		vars[k] = event.CapValue(sanitizeValue(v))
 	}
 	vars[imsePrefix+"TRIGGER"] = trigger
+	fitIMSE(vars)
 	return sortedEnv(vars)
+}
+
+// fitIMSE shortens IMSE_* values until the IMSE_* entries take at most
+// MaxIMSEEnv bytes (each counted as execve does: "NAME=value" and a NUL),
+// always cutting the longest value (ties: the last name), at a character
+// boundary.
+func fitIMSE(vars map[string]string) {
+	var names []string
+	total := 0
+	for k, v := range vars {
+		if strings.HasPrefix(k, imsePrefix) {
+			names = append(names, k)
+			total += len(k) + len(v) + 2
+		}
+	}
+	slices.Sort(names)
+	for total > MaxIMSEEnv {
+		longest := ""
+		for _, k := range names {
+			if longest == "" || len(vars[k]) >= len(vars[longest]) {
+				longest = k
+			}
+		}
+		v := vars[longest]
+		if v == "" {
+			return // names alone over the bound: cannot happen with ours
+		}
+		cut := cutString(v, max(0, len(v)-(total-MaxIMSEEnv)))
+		total -= len(v) - len(cut)
+		vars[longest] = cut
+	}
+}
+
+// cutString returns the longest prefix of s of at most n bytes that does
+// not end inside a UTF-8 sequence.
+func cutString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// envFits reports whether env can reach execve: at most MaxEnv bytes in
+// all and no entry over maxArgStrlen, NULs included.
+func envFits(env []string) error {
+	total := 0
+	for _, kv := range env {
+		if len(kv)+1 > maxArgStrlen {
+			k, _, _ := strings.Cut(kv, "=")
+			return fmt.Errorf("variable %s is %d bytes, over the %d the kernel allows for one", k, len(kv)+1, maxArgStrlen)
+		}
+		total += len(kv) + 1
+	}
+	if total > MaxEnv {
+		return fmt.Errorf("environment is %d bytes, over %d", total, MaxEnv)
+	}
+	return nil
 }
 
 // eventEnv is the environment of an event run.
@@ -73,6 +158,12 @@ func eventEnv(base []string, ev *event.Event, count int, remote netip.AddrPort) 
 // periodicEnv is the environment of a periodic run.
 func periodicEnv(base []string, h *config.Handler) []string {
 	return jobEnv(base, event.PeriodicEnv(h.User, h.Event), TriggerPeriodic)
+}
+
+// recoveryEnv is the environment of a recovery run: like a periodic run,
+// the handler's user and event and no event fields.
+func recoveryEnv(base []string, h *config.Handler) []string {
+	return jobEnv(base, event.PeriodicEnv(h.User, h.Event), TriggerRecovery)
 }
 
 func sortedEnv(vars map[string]string) []string {

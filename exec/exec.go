@@ -1,8 +1,9 @@
 // Package exec is the core of the exec process (one per run_as account):
 // it matches the events it is sent against its handlers, schedules runs
-// (delay, coalescing, token-bucket limit, periodic runs, never two copies
-// of one command at once) and runs the commands in their own process
-// groups with a fixed environment, logging their output.
+// (delay, coalescing, token-bucket limit, periodic and recovery runs,
+// never two copies of one command at once), takes a new handler list on
+// reload, and runs the commands in sessions of their own with a fixed
+// environment, logging their output and killing what they leave behind.
 //
 // It runs in a process that has already dropped to the account's uid and
 // never changes credentials itself.
@@ -10,61 +11,96 @@ package exec
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
+	"os/signal"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/imserious/imserious/clock"
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/privsep"
 )
 
 // Values of Job.Trigger and IMSE_TRIGGER.
 const (
 	TriggerEvent    = "event"
 	TriggerPeriodic = "periodic"
+	// TriggerRecovery is a run that Recover asked for: events may have
+	// been lost, so each handler runs once.
+	TriggerRecovery = "recovery"
 )
 
 // Options configure an Exec.
 type Options struct {
 	// Handlers are the handlers of this process's account, with Account
-	// and Path filled in. Their index in this slice names them in logs.
+	// and Path filled in. Their index in this slice names them in logs
+	// (the "handler" field, with "line" when known); after Update, the
+	// index in the new list.
 	Handlers []config.Handler
 	Log      *slog.Logger // nil: slog.Default()
 	Clock    clock.Clock  // nil: clock.System
 	Runner   Runner       // nil: a CommandRunner logging to Log
+	// Subreaper makes the process the reaper of what its commands leave
+	// behind (privsep.BecomeSubreaper): the default runner then kills,
+	// when a command exits, every child of the process that is not part
+	// of a command still running, exited orphans are reaped as they die,
+	// and Shutdown kills what is left. It changes the whole process and
+	// assumes every child of it is a command started by a CommandRunner:
+	// the exec process sets it, tests of other packages leave it false.
+	// Where the system has no subreaper (OpenBSD) it logs that and goes
+	// on without.
+	Subreaper bool
 }
 
 // Job is one run of a handler's command.
 type Job struct {
 	Handler *config.Handler
-	Index   int    // the handler's index in Options.Handlers
-	Trigger string // TriggerEvent or TriggerPeriodic
-	Count   int    // events coalesced into this run; 0 for periodic runs
+	Index   int    // the handler's index in the handler list when the run started
+	Trigger string // TriggerEvent, TriggerPeriodic or TriggerRecovery
+	Count   int    // events coalesced into this run; 0 for periodic and recovery runs
 	Env     []string
 }
 
 // Runner runs a job's command. Run blocks until the command has ended and
-// logs everything about it itself; when ctx is done it kills the command.
+// logs everything about it itself; when ctx is done it stops the command.
 type Runner interface {
 	Run(ctx context.Context, j Job)
 }
 
 // Exec schedules and runs the handlers of one account.
 type Exec struct {
-	log      *slog.Logger
-	clock    clock.Clock
-	runner   Runner
-	handlers []*handler
+	log    *slog.Logger
+	clock  clock.Clock
+	runner Runner
 
-	// ctx is passed to every run; cancelling it kills the commands still
+	// mu guards the handler list and the lifecycle flags; it is taken
+	// before any handler's own lock, never after.
+	mu       sync.RWMutex
+	handlers []*handler
+	started  bool
+	stopped  bool
+
+	// ctx is passed to every run; cancelling it stops the commands still
 	// running when the shutdown grace period is over.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // one per running command
+	// running counts the commands running, those of handlers that Update
+	// removed included.
+	running atomic.Int64
 
-	startOnce    sync.Once
+	// subreaper is set once the process is a subreaper; reaperDone ends
+	// the goroutine reaping orphans on SIGCHLD.
+	subreaper  bool
+	reaperDone chan struct{}
+	reaperWG   sync.WaitGroup
+
 	shutdownOnce sync.Once
 
 	// ended, when set (tests only), is called after a run has ended and
@@ -72,7 +108,8 @@ type Exec struct {
 	ended func(index int)
 }
 
-// New prepares the handlers; nothing is scheduled before Start or Deliver.
+// New prepares the handlers; nothing is scheduled before Start, Deliver
+// or Recover.
 func New(o Options) *Exec {
 	x := &Exec{log: o.Log, clock: o.Clock, runner: o.Runner}
 	if x.log == nil {
@@ -81,34 +118,83 @@ func New(o Options) *Exec {
 	if x.clock == nil {
 		x.clock = clock.System
 	}
+	if o.Subreaper {
+		x.becomeSubreaper()
+	}
 	if x.runner == nil {
-		x.runner = &CommandRunner{Log: x.log}
+		x.runner = &CommandRunner{Log: x.log, KillOrphans: x.subreaper}
 	}
 	x.ctx, x.cancel = context.WithCancel(context.Background())
-	// Copy the handlers so that the pointers in jobs stay valid and
-	// nobody else can change them under a running schedule.
-	cfgs := make([]config.Handler, len(o.Handlers))
-	copy(cfgs, o.Handlers)
-	for i := range cfgs {
-		x.handlers = append(x.handlers, newHandler(x, i, &cfgs[i]))
+	for i := range o.Handlers {
+		x.handlers = append(x.handlers, newHandler(x, i, copyHandler(&o.Handlers[i])))
 	}
 	return x
+}
+
+// copyHandler copies a handler so that the pointer in jobs stays valid and
+// nobody else can change it under a running schedule.
+func copyHandler(h *config.Handler) *config.Handler {
+	c := *h
+	return &c
+}
+
+// becomeSubreaper makes the process a subreaper and starts reaping the
+// orphans that exit on their own.
+//
+// SIGCHLD rather than waiting for the next run to end: an orphan that
+// dies while a long command runs would stay a zombie until then, and
+// zombies count against the account's process limit. signal.Notify does
+// not disturb os/exec, which waits for each of its children by pid;
+// ignoring SIGCHLD would. Reaping is by pid too (privsep.ReapOrphans),
+// and keeps to children that are no command's leader.
+func (x *Exec) becomeSubreaper() {
+	if err := privsep.BecomeSubreaper(); err != nil {
+		if errors.Is(err, errors.ErrUnsupported) {
+			x.log.Info("no subreaper on this system: only what stays in a command's process group is killed with it", "err", err)
+		} else {
+			x.log.Error("cannot become a subreaper: what commands leave outside their process group is not killed", "err", err)
+		}
+		return
+	}
+	x.subreaper = true
+	x.reaperDone = make(chan struct{})
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGCHLD)
+	x.reaperWG.Add(1)
+	go func() {
+		defer x.reaperWG.Done()
+		defer signal.Stop(sigs)
+		for {
+			select {
+			case <-sigs:
+				reapOrphans(x.log)
+			case <-x.reaperDone:
+				return
+			}
+		}
+	}()
 }
 
 // Start arms the periodic timers; the first periodic run of a handler
 // comes `periodic` after Start. Calls after the first do nothing.
 func (x *Exec) Start() {
-	x.startOnce.Do(func() {
-		for _, h := range x.handlers {
-			h.start()
-		}
-	})
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.started || x.stopped {
+		return
+	}
+	x.started = true
+	for _, h := range x.handlers {
+		h.start()
+	}
 }
 
 // Deliver hands an event to every handler that matches it (user exactly,
 // event name, and the remote address against the handler's ip list when
 // it has one) and returns how many matched. It never blocks on a command.
 func (x *Exec) Deliver(ev event.Event, remote netip.AddrPort) int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
 	n := 0
 	for _, h := range x.handlers {
 		if !h.matches(&ev, remote) {
@@ -123,18 +209,88 @@ func (x *Exec) Deliver(ev event.Event, remote netip.AddrPort) int {
 	return n
 }
 
-// Shutdown stops every timer, logs each pending run that will not happen,
-// waits for running commands to end, kills the process groups of those
-// still running after grace, and returns once all of them are gone.
-// Events delivered afterwards are logged and dropped.
-func (x *Exec) Shutdown(grace time.Duration) {
-	x.shutdownOnce.Do(func() {
-		running := 0
-		for _, h := range x.handlers {
-			if h.stop() {
-				running++
+// Recover makes each handler run once (IMSE_TRIGGER=recovery) through its
+// normal scheduling: the daemon calls it when this process was restarted
+// or events for it may have been lost. A handler with an event run
+// pending already has the run the recovery asks for; otherwise the
+// recovery run waits for the delay, a token and the running command like
+// an event run, and events that arrive meanwhile turn it into an event
+// run.
+func (x *Exec) Recover() {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	for _, h := range x.handlers {
+		h.recover()
+	}
+}
+
+// Update replaces the handler list, as a reload does. A handler whose
+// configuration is the same as one in the old list (config.Handler.Same:
+// everything but Line) keeps its state: pending events, timers, token
+// bucket, running command. Identical handlers pair up one to one, in
+// order. Old handlers left without a pair stop scheduling: a pending run
+// is logged as dropped, and a running command finishes normally (Shutdown
+// still waits for it). New handlers start like those given to New, with
+// their periodic timers armed if Start was called. After Update a handler
+// is named in logs by its index in handlers.
+func (x *Exec) Update(handlers []config.Handler) (added, removed, kept int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	old := x.handlers
+	paired := make([]bool, len(old))
+	next := make([]*handler, len(handlers))
+	for i := range handlers {
+		for j, h := range old {
+			if !paired[j] && h.cfg.Same(&handlers[i]) {
+				paired[j] = true
+				next[i] = h
+				h.relabel(i, handlers[i].Line)
+				kept++
+				break
 			}
 		}
+	}
+	for j, h := range old {
+		if !paired[j] {
+			h.stop("reload")
+			removed++
+		}
+	}
+	for i := range handlers {
+		if next[i] != nil {
+			continue
+		}
+		h := newHandler(x, i, copyHandler(&handlers[i]))
+		next[i] = h
+		added++
+		switch {
+		case x.stopped:
+			h.stop("shutdown")
+		case x.started:
+			h.start()
+		}
+	}
+	x.handlers = next
+	x.log.Info("handlers updated", "added", added, "removed", removed, "kept", kept)
+	return added, removed, kept
+}
+
+// Shutdown stops every timer, logs each pending run that will not happen,
+// waits for running commands to end and, once grace is over, sends the
+// process groups of those still running SIGTERM, then SIGKILL (the
+// runner's KillGrace later). It returns once all of them are gone, after
+// killing what they left behind when the process is a subreaper. Events
+// delivered afterwards are logged and dropped.
+func (x *Exec) Shutdown(grace time.Duration) {
+	x.shutdownOnce.Do(func() {
+		x.mu.Lock()
+		x.stopped = true
+		handlers := x.handlers
+		x.mu.Unlock()
+		for _, h := range handlers {
+			h.stop("shutdown")
+		}
+		running := x.running.Load()
 		done := make(chan struct{})
 		go func() {
 			x.wg.Wait()
@@ -143,20 +299,25 @@ func (x *Exec) Shutdown(grace time.Duration) {
 		if running > 0 {
 			x.log.Info("waiting for running commands", "running", running, "grace", grace.String())
 		}
-		kill := func() {
-			x.log.Warn("shutdown grace period over, killing running commands", "grace", grace.String())
+		stop := func() {
+			x.log.Warn("shutdown grace period over, terminating running commands", "grace", grace.String())
 			x.cancel()
 		}
 		var t clock.Timer
 		if grace > 0 {
-			t = x.clock.AfterFunc(grace, kill)
+			t = x.clock.AfterFunc(grace, stop)
 		} else if running > 0 {
-			kill()
+			stop()
 		}
 		<-done
 		if t != nil {
 			t.Stop()
 		}
 		x.cancel()
+		if x.subreaper {
+			close(x.reaperDone)
+			x.reaperWG.Wait()
+			sweepOrphans(x.log, "shutdown")
+		}
 	})
 }

@@ -11,13 +11,15 @@ import (
 	"github.com/imserious/imserious/clock"
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/internal/prefix"
 )
 
-// phase is where a handler's pending event run stands.
+// phase is where a handler's pending run (an event or recovery run)
+// stands.
 type phase int
 
 const (
-	noPending    phase = iota // no event waiting for a run
+	noPending    phase = iota // no run pending
 	waitDelay                 // the burst's delay timer is armed
 	waitToken                 // a token is reserved; the timer fires when it is due
 	waitRun                   // blocked by the running command; needs a token after it
@@ -28,22 +30,27 @@ const (
 // is driven by Clock timers and by runs ending: an idle handler has at most
 // its periodic timer armed and no goroutine.
 type handler struct {
-	x     *Exec
-	cfg   *config.Handler
-	index int
-	log   *slog.Logger
-	base  []string // BaseEnv(cfg), computed once
-	lim   *rate.Limiter
+	x    *Exec
+	cfg  *config.Handler
+	ip   []netip.Prefix // cfg.IP as prefix.Contains wants them
+	base []string       // BaseEnv(cfg), computed once
+	lim  *rate.Limiter
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// index and log name the handler by its place in the current list,
+	// which Update may change.
+	index   int
+	log     *slog.Logger
 	stopped bool
 	running bool
 	runs    int // runs launched so far, for logs and tests
 	phase   phase
-	// The pending event run: how many events it covers, and the last one.
-	count  int
-	last   event.Event
-	remote netip.AddrPort
+	// The pending run: TriggerEvent or TriggerRecovery, how many events
+	// it covers, and the last one.
+	trigger string
+	count   int
+	last    event.Event
+	remote  netip.AddrPort
 
 	// Timers carry a generation: Stop cannot recall a callback already on
 	// its way, so a callback whose generation is stale does nothing.
@@ -65,31 +72,42 @@ func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
 	return &handler{
 		x:     x,
 		cfg:   cfg,
+		ip:    prefix.Normalize(cfg.IP),
 		index: i,
-		log:   x.log.With("handler", i, "user", cfg.User, "event", cfg.Event),
+		log:   handlerLog(x.log, i, cfg.Line, cfg),
 		base:  BaseEnv(cfg),
 		lim:   rate.NewLimiter(limit, burst),
 	}
 }
 
+// handlerLog names a handler in logs: its index in the current list, the
+// line of its [[handler]] header when known, its user and event.
+func handlerLog(log *slog.Logger, index, line int, cfg *config.Handler) *slog.Logger {
+	if line > 0 {
+		return log.With("handler", index, "line", line, "user", cfg.User, "event", cfg.Event)
+	}
+	return log.With("handler", index, "user", cfg.User, "event", cfg.Event)
+}
+
+// relabel gives a handler kept across Update its new index and line.
+func (h *handler) relabel(index, line int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.index = index
+	h.log = handlerLog(h.x.log, index, line, h.cfg)
+}
+
+// matches reports whether ev is for this handler. The peer is compared by
+// internal/prefix, as the network process compares it: IPv4-mapped peers
+// as IPv4, and a link-local peer with a zone by its address.
 func (h *handler) matches(ev *event.Event, remote netip.AddrPort) bool {
 	if ev.User != h.cfg.User || ev.Event != h.cfg.Event {
 		return false
 	}
-	if len(h.cfg.IP) == 0 {
+	if len(h.ip) == 0 {
 		return true
 	}
-	// IPv4-mapped peers are compared as IPv4, as the allow list does.
-	addr := remote.Addr().Unmap()
-	if !addr.IsValid() {
-		return false
-	}
-	for _, p := range h.cfg.IP {
-		if p.Contains(addr) {
-			return true
-		}
-	}
-	return false
+	return prefix.Contains(h.ip, remote.Addr())
 }
 
 func (h *handler) start() {
@@ -110,10 +128,16 @@ func (h *handler) deliver(ev event.Event, remote netip.AddrPort) {
 	if h.phase == noPending {
 		h.count = 0
 	}
+	recovery := h.phase != noPending && h.trigger == TriggerRecovery
+	// An event turns a pending recovery run into an event run: it runs
+	// as scheduled, with the event's fields.
+	h.trigger = TriggerEvent
 	h.count++
 	h.last = ev
 	h.remote = remote
 	switch {
+	case recovery:
+		h.log.Debug("event turns the pending recovery run into an event run")
 	case h.phase != noPending:
 		h.log.Debug("event coalesced into pending run", "count", h.count)
 	case h.running:
@@ -131,7 +155,37 @@ func (h *handler) deliver(ev event.Event, remote netip.AddrPort) {
 	}
 }
 
-// acquire takes a token for the pending event run and starts it, or arms
+// recover schedules a recovery run unless a run is pending already, which
+// covers it: the pending run starts after the recovery was asked for.
+func (h *handler) recover() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		h.log.Warn("recovery after shutdown dropped")
+		return
+	}
+	if h.phase != noPending {
+		h.log.Debug("recovery coalesced into pending run", "trigger", h.trigger, "count", h.count)
+		return
+	}
+	h.trigger = TriggerRecovery
+	h.count = 0
+	h.last = event.Event{}
+	h.remote = netip.AddrPort{}
+	switch {
+	case h.running:
+		h.phase = waitRun
+		h.log.Debug("recovery run pending until the running command ends")
+	case h.cfg.Delay > 0:
+		h.phase = waitDelay
+		h.armWait(h.cfg.Delay, h.delayDone)
+		h.log.Debug("recovery run delayed", "delay", h.cfg.Delay.String())
+	default:
+		h.acquire()
+	}
+}
+
+// acquire takes a token for the pending run and starts it, or arms
 // a timer for when the token is due. Over the limit a run is deferred,
 // never dropped. Must be called with mu held and no command running.
 func (h *handler) acquire() {
@@ -151,7 +205,7 @@ func (h *handler) acquire() {
 	}
 	h.phase = waitToken
 	h.armWait(d, h.tokenDue)
-	h.log.Info("run deferred by rate limit", "wait", d.String(), "count", h.count)
+	h.log.Info("run deferred by rate limit", "wait", d.String(), "trigger", h.trigger, "count", h.count)
 }
 
 func (h *handler) delayDone(gen uint64) {
@@ -203,16 +257,23 @@ func (h *handler) periodicDue(gen uint64) {
 	})
 }
 
-// startEvent starts the pending event run. Must be called with mu held.
+// startEvent starts the pending run, an event or a recovery run. Must be
+// called with mu held.
 func (h *handler) startEvent() {
 	j := Job{
 		Handler: h.cfg,
 		Index:   h.index,
 		Trigger: TriggerEvent,
 		Count:   h.count,
-		Env:     eventEnv(h.base, &h.last, h.count, h.remote),
+	}
+	if h.trigger == TriggerRecovery {
+		j.Trigger, j.Count = TriggerRecovery, 0
+		j.Env = recoveryEnv(h.base, h.cfg)
+	} else {
+		j.Env = eventEnv(h.base, &h.last, h.count, h.remote)
 	}
 	h.phase = noPending
+	h.trigger = ""
 	h.count = 0
 	h.last = event.Event{}
 	h.remote = netip.AddrPort{}
@@ -231,12 +292,14 @@ func (h *handler) launch(j Job) {
 	// The periodic clock counts from the end of the last run.
 	h.stopPeriodic()
 	h.x.wg.Add(1)
+	h.x.running.Add(1)
 	go func() {
 		defer h.x.wg.Done()
 		h.x.runner.Run(h.x.ctx, j)
+		h.x.running.Add(-1)
 		h.runEnded()
 		if h.x.ended != nil {
-			h.x.ended(h.index)
+			h.x.ended(j.Index)
 		}
 	}()
 }
@@ -259,18 +322,20 @@ func (h *handler) runEnded() {
 	}
 }
 
-// stop ends all scheduling, logs a pending run that will not happen and
-// reports whether a command is still running.
-func (h *handler) stop() bool {
+// stop ends all scheduling, logs a pending run that will not happen
+// (why: "shutdown" or "reload") and reports whether a command is still
+// running; it is left to finish.
+func (h *handler) stop(why string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stopped = true
 	h.stopWait()
 	h.stopPeriodic()
 	if h.phase != noPending {
-		h.log.Warn("pending run dropped at shutdown", "count", h.count, "remote", h.remote.String())
+		h.log.Warn("pending run dropped at "+why, "trigger", h.trigger, "count", h.count, "remote", h.remote.String())
 		h.phase = noPending
 		h.count = 0
+		h.trigger = ""
 	}
 	return h.running
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	osexec "os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,12 +21,13 @@ const (
 	DefaultMaxLines  = 256
 	DefaultMaxBytes  = 64 << 10
 	DefaultWaitDelay = 5 * time.Second
+	DefaultKillGrace = 5 * time.Second
 )
 
 // CommandRunner is the real Runner: it executes the handler's resolved
-// program in a process group of its own, with exactly the job's
-// environment, stdin on /dev/null, and stdout and stderr logged line by
-// line (stdout at info, stderr at warn), capped per run.
+// program in a session (and so a process group) of its own, with exactly
+// the job's environment, stdin on /dev/null, and stdout and stderr logged
+// line by line (stdout at info, stderr at warn), capped per run.
 type CommandRunner struct {
 	Log *slog.Logger // nil: slog.Default()
 	// MaxLines and MaxBytes cap the output logged per run, both streams
@@ -34,15 +36,27 @@ type CommandRunner struct {
 	MaxLines int
 	MaxBytes int
 	// WaitDelay bounds how long a run waits for its output pipes after the
-	// command exited or was killed, in case a descendant that left the
-	// process group, or outlived the command, still holds them.
-	// 0: DefaultWaitDelay.
+	// command exited, in case a descendant that left the process group
+	// still holds them. 0: DefaultWaitDelay.
 	WaitDelay time.Duration
+	// KillGrace is how long the process group has between the SIGTERM
+	// sent at command_timeout (or when ctx is done) and the SIGKILL, so
+	// that programs such as mbsync and fdm can remove their lock files.
+	// 0: DefaultKillGrace.
+	KillGrace time.Duration
+	// KillOrphans makes each run, once its command has exited, kill and
+	// reap every child of this process that is not part of a command
+	// still running: in a subreaper (Options.Subreaper) that is whatever
+	// a command left behind in a group or session of its own. Every child
+	// of the process must then be started by a CommandRunner.
+	KillOrphans bool
 }
 
-// Run executes j and returns when the command has ended. It is killed,
-// with its whole process group, at the handler's command_timeout or when
-// ctx is done. A command that fails is logged, never retried.
+// Run executes j and returns when the command has ended. When the command
+// exits, whatever is left in its process group is killed. At the
+// handler's command_timeout, or when ctx is done, the group gets SIGTERM,
+// then SIGKILL after KillGrace. A command that fails is logged, never
+// retried.
 func (r *CommandRunner) Run(ctx context.Context, j Job) {
 	h := j.Handler
 	log := r.Log
@@ -50,15 +64,22 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 		log = slog.Default()
 	}
 	log = log.With("handler", j.Index, "user", h.User, "trigger", j.Trigger)
-
-	runCtx := ctx
-	if h.CommandTimeout > 0 {
-		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, h.CommandTimeout)
-		defer cancel()
+	grace := r.KillGrace
+	if grace <= 0 {
+		grace = DefaultKillGrace
 	}
 
-	cmd := osexec.CommandContext(runCtx, h.Path)
+	// Security: execve fails with E2BIG on an environment over the
+	// kernel's limits; that is checked here with a clear message rather
+	// than left to a failed start.
+	if err := envFits(j.Env); err != nil {
+		log.Error("command not started: its environment cannot be passed to execve", "path", h.Path, "err", err)
+		return
+	}
+
+	// No context: the run's own watch signals the whole group, where
+	// os/exec's Cancel would signal the leader only.
+	cmd := osexec.Command(h.Path)
 	// argv[0] as the operator wrote it; Path is what gets executed.
 	cmd.Args = append([]string(nil), h.Command...)
 	if len(cmd.Args) == 0 {
@@ -69,20 +90,15 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 	cmd.Env = append(make([]string, 0, len(j.Env)), j.Env...)
 	cmd.Dir = workDir(h.Account.Home)
 	cmd.Stdin = nil // os/exec opens /dev/null
-	// Its own process group, so that a timeout kills everything it started.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Security: its own session, so no controlling terminal (it cannot
+	// open /dev/tty, push keystrokes into the operator's terminal with
+	// TIOCSTI, or get the terminal's signals), and its own process group
+	// (a session leader leads its group, pgid == pid), which is what
+	// gets killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.WaitDelay = r.WaitDelay
 	if cmd.WaitDelay <= 0 {
 		cmd.WaitDelay = DefaultWaitDelay
-	}
-	cmd.Cancel = func() error {
-		reason := "command_timeout"
-		if ctx.Err() != nil {
-			reason = "shutdown"
-		}
-		pid := cmd.Process.Pid
-		log.Warn("killing command's process group", "pid", pid, "reason", reason, "timeout", h.CommandTimeout.String())
-		return killGroup(pid)
 	}
 
 	out := newOutput(log, r.MaxLines, r.MaxBytes)
@@ -98,16 +114,68 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 		return
 	}
 	begin := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err := startCommand(cmd); err != nil {
 		out.started(0)
 		log.Error("command failed to start", "path", h.Path, "err", err)
 		return
 	}
 	pid := cmd.Process.Pid
+	defer forgetLeader(pid)
 	out.started(pid)
 	log.Info("command started", "pid", pid, "path", h.Path, "count", j.Count)
 
-	err := cmd.Wait()
+	// Security: everything below kills the group pid; assert that the
+	// command is the leader of its own session and group, as Setsid
+	// makes it (neither can change: a session leader can neither
+	// setpgid nor setsid), before relying on it.
+	if sid, err := unix.Getsid(pid); err != nil || sid != pid {
+		log.Error("command not in a session of its own, killing it", "pid", pid, "sid", sid, "err", err)
+		_ = cmd.Process.Kill()
+	}
+	g := &group{pgid: pid}
+	exited := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		g.watch(ctx, log, h.CommandTimeout, grace, exited)
+	}()
+
+	var err error
+	if werr := waitExit(pid); werr == nil {
+		// Exited and not reaped yet: the group id cannot have been
+		// reused, and killing the group now, before Wait waits for the
+		// output pipes, means no leftover can hold them open.
+		close(exited)
+		<-watched
+		if err := g.signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			log.Error("cannot kill command's process group", "pid", pid, "err", err)
+		}
+		leaderExited(pid)
+		if r.KillOrphans {
+			sweepOrphans(log, "command exited")
+		}
+		g.reap()
+		err = cmd.Wait()
+	} else {
+		if !errors.Is(werr, errors.ErrUnsupported) {
+			log.Error("cannot wait for the command without reaping it", "pid", pid, "err", werr)
+		}
+		err = cmd.Wait()
+		g.reap()
+		close(exited)
+		<-watched
+		// Reaped already, so this is the group by its number. A group
+		// id stays reserved while the group has a member, so this can
+		// only reach a new group in the moment between Wait and here
+		// if the group was empty and the pid was reused at once.
+		if err := signalGroup(pid, unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			log.Error("cannot kill command's process group", "pid", pid, "err", err)
+		}
+		leaderExited(pid)
+		if r.KillOrphans {
+			sweepOrphans(log, "command exited")
+		}
+	}
 	out.flush()
 	dur := time.Since(begin).Round(time.Millisecond).String()
 	log = log.With("pid", pid, "duration", dur)
@@ -127,26 +195,88 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 	case errors.Is(err, osexec.ErrWaitDelay):
 		log.Warn("command exited but a descendant kept its output open", "status", 0, "wait_delay", cmd.WaitDelay.String())
 	default:
-		// Killed by Cancel after a successful exit, or a wait failure.
 		log.Warn("command ended", "err", err)
 	}
 }
 
-// killGroup sends SIGKILL to the process group pgid.
+// group is a running command's process group, which the run's watch and
+// the run itself signal until the leader is reaped.
+type group struct {
+	pgid int
+
+	mu     sync.Mutex
+	reaped bool
+}
+
+// signal sends sig to the group unless its leader has been reaped.
+func (g *group) signal(sig unix.Signal) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.reaped {
+		return os.ErrProcessDone
+	}
+	return signalGroup(g.pgid, sig)
+}
+
+// reap records that the leader is about to be, or has been, reaped: its
+// pid, and so the group id, may be reused from then on.
+func (g *group) reap() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.reaped = true
+}
+
+// watch waits for the command to exit, for its timeout or for ctx. On
+// either of the last two it sends the group SIGTERM (and SIGCONT, so that
+// a stopped process can act on it), then SIGKILL if the command has not
+// exited after grace.
+func (g *group) watch(ctx context.Context, log *slog.Logger, timeout, grace time.Duration, exited <-chan struct{}) {
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	var reason string
+	select {
+	case <-exited:
+		return
+	case <-ctx.Done():
+		reason = "shutdown"
+	case <-expired:
+		reason = "command_timeout"
+	}
+	log.Warn("terminating command's process group", "pid", g.pgid, "reason", reason, "signal", "SIGTERM",
+		"timeout", timeout.String(), "grace", grace.String())
+	if err := g.signal(unix.SIGTERM); err == nil {
+		_ = g.signal(unix.SIGCONT)
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-exited:
+		return
+	case <-t.C:
+	}
+	log.Warn("killing command's process group", "pid", g.pgid, "reason", reason, "signal", "SIGKILL", "grace", grace.String())
+	if err := g.signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		log.Error("cannot kill command's process group", "pid", g.pgid, "err", err)
+	}
+}
+
+// signalGroup sends sig to the process group pgid.
 //
 // Security: kill(-1) would signal every process this uid can reach, and
 // kill(0) our own group, so anything but a real child's pgid is refused.
-// The leader is not reaped before os/exec has called Cancel, so its pid,
-// and with it the group id, cannot have been reused.
-func killGroup(pgid int) error {
+func signalGroup(pgid int, sig unix.Signal) error {
 	if pgid <= 1 {
-		return fmt.Errorf("kill process group %d: refusing invalid group", pgid)
+		return fmt.Errorf("signal process group %d: refusing invalid group", pgid)
 	}
-	if err := unix.Kill(-pgid, unix.SIGKILL); err != nil {
+	if err := unix.Kill(-pgid, sig); err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			return os.ErrProcessDone
 		}
-		return fmt.Errorf("kill process group %d: %w", pgid, err)
+		return fmt.Errorf("signal process group %d: %w", pgid, err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package exec
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/imserious/imserious/clock/clocktest"
 	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/privsep"
 )
 
@@ -218,12 +220,12 @@ func TestRunTimeoutKillsGroup(t *testing.T) {
 	if d := time.Since(begin); d > time.Minute {
 		t.Errorf("Run took %v: the grandchild kept the output open", d)
 	}
-	kill := one(t, logs, "killing command's process group")
-	if kill["level"] != "WARN" || kill["reason"] != "command_timeout" {
-		t.Errorf("kill record %v", kill)
+	term := one(t, logs, "terminating command's process group")
+	if term["level"] != "WARN" || term["reason"] != "command_timeout" || term["signal"] != "SIGTERM" {
+		t.Errorf("terminate record %v", term)
 	}
-	if end := one(t, logs, "command killed by signal"); end["signal"] != "SIGKILL" {
-		t.Errorf("end record %v, want SIGKILL", end)
+	if end := one(t, logs, "command killed by signal"); end["signal"] != "SIGTERM" {
+		t.Errorf("end record %v, want SIGTERM", end)
 	}
 	b, err := os.ReadFile(pidfile)
 	if err != nil {
@@ -260,8 +262,8 @@ func TestRunCancelledByContext(t *testing.T) {
 	case <-time.After(safety):
 		t.Fatal("Run did not return after its context was cancelled")
 	}
-	if kill := one(t, logs, "killing command's process group"); kill["reason"] != "shutdown" {
-		t.Errorf("kill record %v, want reason shutdown", kill)
+	if term := one(t, logs, "terminating command's process group"); term["reason"] != "shutdown" {
+		t.Errorf("terminate record %v, want reason shutdown", term)
 	}
 	one(t, logs, "command killed by signal")
 }
@@ -295,12 +297,167 @@ func TestExecRealRunner(t *testing.T) {
 	}
 	x.Deliver(newEvent("alice", "again"), peer) // pending behind the run
 	x.Shutdown(0)
-	if kill := one(t, logs, "killing command's process group"); kill["reason"] != "shutdown" {
-		t.Errorf("kill record %v", kill)
+	if term := one(t, logs, "terminating command's process group"); term["reason"] != "shutdown" {
+		t.Errorf("terminate record %v", term)
 	}
 	one(t, logs, "command killed by signal")
 	one(t, logs, "pending run dropped at shutdown")
 	if n := len(logs.find(t, "command started")); n != 1 {
 		t.Errorf("%d commands started, want 1", n)
+	}
+}
+
+// runBounded runs j and fails the test if Run does not return within
+// safety.
+func runBounded(t *testing.T, r *CommandRunner, j Job) *logBuf {
+	t.Helper()
+	logs := &logBuf{}
+	r.Log = newLogger(logs)
+	done := make(chan struct{})
+	go func() {
+		r.Run(context.Background(), j)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(safety):
+		t.Fatalf("Run did not return; log:\n%s", logs.String())
+	}
+	return logs
+}
+
+// TestRunTermFirst: at command_timeout the group gets SIGTERM, so a
+// command can remove its lock file, and SIGKILL only after KillGrace.
+func TestRunTermFirst(t *testing.T) {
+	t.Run("lock removed", func(t *testing.T) {
+		lock := filepath.Join(t.TempDir(), "lock")
+		j := shJob(t, fmt.Sprintf("trap 'rm -f %[1]s; exit 7' TERM\ntouch %[1]s\necho locked\nsleep 1000 &\nwait\n", lock))
+		j.Handler.CommandTimeout = time.Second
+		logs := runBounded(t, &CommandRunner{KillGrace: outlast}, j)
+		if got := outputLines(t, logs, "stdout"); len(got) != 1 || got[0] != "locked" {
+			t.Fatalf("output %q: the command did not get as far as its lock", got)
+		}
+		if term := one(t, logs, "terminating command's process group"); term["reason"] != "command_timeout" || term["signal"] != "SIGTERM" {
+			t.Errorf("terminate record %v", term)
+		}
+		if end := one(t, logs, "command exited"); end["status"] != 7.0 {
+			t.Errorf("end record %v, want status 7 from the TERM trap", end)
+		}
+		if n := len(logs.find(t, "killing command's process group")); n != 0 {
+			t.Errorf("%d SIGKILL records for a command that exited on SIGTERM", n)
+		}
+		if _, err := os.Stat(lock); !os.IsNotExist(err) {
+			t.Errorf("lock file left: %v", err)
+		}
+	})
+	t.Run("TERM ignored", func(t *testing.T) {
+		j := shJob(t, "trap '' TERM\nsleep 1000\n")
+		j.Handler.CommandTimeout = 500 * time.Millisecond
+		grace := 500 * time.Millisecond
+		begin := time.Now()
+		logs := runBounded(t, &CommandRunner{KillGrace: grace}, j)
+		if d := time.Since(begin); d < j.Handler.CommandTimeout+grace {
+			t.Errorf("Run took %v, less than timeout and grace", d)
+		}
+		one(t, logs, "terminating command's process group")
+		if kill := one(t, logs, "killing command's process group"); kill["signal"] != "SIGKILL" || kill["reason"] != "command_timeout" {
+			t.Errorf("kill record %v", kill)
+		}
+		if end := one(t, logs, "command killed by signal"); end["signal"] != "SIGKILL" {
+			t.Errorf("end record %v, want SIGKILL", end)
+		}
+	})
+}
+
+// TestShutdownTermThenKill: at the end of the shutdown grace a command
+// that ignores SIGTERM is killed KillGrace later.
+func TestShutdownTermThenKill(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(dir, "script.sh")
+	if err := os.WriteFile(script, []byte(fmt.Sprintf("trap '' TERM\necho ready > %s\nsleep 1000\n", fifo)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hc := testHandler("alice")
+	hc.Path, hc.Command = "/bin/sh", []string{"sh", script}
+	logs := &logBuf{}
+	r := &CommandRunner{Log: newLogger(logs), KillGrace: 200 * time.Millisecond}
+	x := New(Options{Handlers: []config.Handler{hc}, Log: newLogger(logs), Clock: clocktest.New(epoch), Runner: r})
+	x.Deliver(newEvent("alice", "x"), peer)
+	if b, err := os.ReadFile(fifo); err != nil || string(b) != "ready\n" {
+		t.Fatalf("fifo: %q, %v", b, err)
+	}
+	x.Shutdown(0)
+	if term := one(t, logs, "terminating command's process group"); term["reason"] != "shutdown" {
+		t.Errorf("terminate record %v", term)
+	}
+	if kill := one(t, logs, "killing command's process group"); kill["reason"] != "shutdown" {
+		t.Errorf("kill record %v", kill)
+	}
+	if end := one(t, logs, "command killed by signal"); end["signal"] != "SIGKILL" {
+		t.Errorf("end record %v, want SIGKILL", end)
+	}
+}
+
+// TestRunHugeEventStarts runs a real command with a 60 KiB RFC 2047
+// subject and a 60 KiB raw one: the values are capped and it starts.
+func TestRunHugeEventStarts(t *testing.T) {
+	word := "=?UTF-8?B?" + base64.StdEncoding.EncodeToString([]byte("Grüße aus München ✓ 日本語")) + "?="
+	encoded := strings.TrimSpace(strings.Repeat(word+" ", 60<<10/(len(word)+1)+1))
+	raw := strings.Repeat("€", 60<<10/3)
+	j := realJob(t, "/bin/sh", "sh", "-c", `printf '%s %s %s\n' ${#IMSE_SUBJECT} ${#IMSE_SUBJECT_RAW} ${#IMSE_FROM}`)
+	ev := newEvent("alice", encoded)
+	ev.From = &raw
+	j.Env = eventEnv(BaseEnv(j.Handler), &ev, 1, peer)
+	logs := runLogged(t, &CommandRunner{}, context.Background(), j)
+	if n := len(logs.find(t, "command failed to start")); n != 0 {
+		t.Fatalf("command failed to start; log:\n%s", logs.String())
+	}
+	got := outputLines(t, logs, "stdout")
+	if len(got) != 1 {
+		t.Fatalf("output %q; log:\n%s", got, logs.String())
+	}
+	// ${#} counts characters in a UTF-8 locale and bytes in C; either
+	// way at most the byte cap.
+	for _, f := range strings.Fields(got[0]) {
+		if n, err := strconv.Atoi(f); err != nil || n == 0 || n > event.MaxValue {
+			t.Errorf("value length %q, want 1..%d", f, event.MaxValue)
+		}
+	}
+}
+
+// TestRunEnvTooLarge: an environment execve would refuse is refused
+// with a reason, and nothing starts.
+func TestRunEnvTooLarge(t *testing.T) {
+	for name, env := range map[string]map[string]string{
+		"one value over 128 KiB": {"BIG": strings.Repeat("x", 128<<10)},
+		"over 1 MiB in all":      {"A": strings.Repeat("x", 100<<10), "B": strings.Repeat("x", 100<<10), "C": strings.Repeat("x", 100<<10), "D": strings.Repeat("x", 100<<10), "E": strings.Repeat("x", 100<<10), "F": strings.Repeat("x", 100<<10), "G": strings.Repeat("x", 100<<10), "H": strings.Repeat("x", 100<<10), "I": strings.Repeat("x", 100<<10), "J": strings.Repeat("x", 100<<10), "K": strings.Repeat("x", 100<<10)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			j := realJob(t, "/bin/true", "true")
+			j.Handler.Env = env
+			ev := newEvent("alice", "x")
+			j.Env = eventEnv(BaseEnv(j.Handler), &ev, 1, peer)
+			logs := runLogged(t, &CommandRunner{}, context.Background(), j)
+			rec := one(t, logs, "command not started: its environment cannot be passed to execve")
+			if rec["level"] != "ERROR" || rec["err"] == "" {
+				t.Errorf("record %v", rec)
+			}
+			if n := len(logs.find(t, "command started")); n != 0 {
+				t.Errorf("%d commands started", n)
+			}
+		})
+	}
+	// Just under both bounds still runs.
+	j := realJob(t, "/bin/true", "true")
+	j.Handler.Env = map[string]string{"BIG": strings.Repeat("x", 128<<10-len("BIG=")-1)}
+	ev := newEvent("alice", "x")
+	j.Env = eventEnv(BaseEnv(j.Handler), &ev, 1, peer)
+	logs := runLogged(t, &CommandRunner{}, context.Background(), j)
+	if end := one(t, logs, "command exited"); end["status"] != 0.0 {
+		t.Errorf("end record %v", end)
 	}
 }

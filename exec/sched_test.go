@@ -21,6 +21,11 @@ import (
 // way a test synchronises, only how long a broken test takes to fail.
 const safety = 10 * time.Second
 
+// outlast is a WaitDelay or KillGrace longer than safety: a run that
+// returns within safety cannot have been ended by it. It is no longer so
+// that a test failing on purpose waits for it long.
+const outlast = 3 * safety
+
 // fakeRunner records jobs and blocks each run until the test finishes it
 // or the Exec's context is cancelled.
 type fakeRunner struct {
@@ -45,14 +50,48 @@ func (r *fakeRunner) Run(ctx context.Context, j Job) {
 
 // logBuf collects JSON log records.
 type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	wake chan struct{} // closed by the next Write; see waitFor
 }
 
 func (l *logBuf) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.wake != nil {
+		close(l.wake)
+		l.wake = nil
+	}
 	return l.buf.Write(p)
+}
+
+// waitFor returns the records with message msg once there is one, woken
+// by each write to the log.
+func (l *logBuf) waitFor(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	deadline := time.After(safety)
+	for {
+		l.mu.Lock()
+		if l.wake == nil {
+			l.wake = make(chan struct{})
+		}
+		wake := l.wake
+		l.mu.Unlock()
+		if recs := l.find(t, msg); len(recs) > 0 {
+			return recs
+		}
+		select {
+		case <-wake:
+		case <-deadline:
+			t.Fatalf("no %q record; log:\n%s", msg, l.String())
+		}
+	}
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func (l *logBuf) records(t *testing.T) []map[string]any {
