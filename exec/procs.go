@@ -20,38 +20,55 @@ import (
 // not registered yet and takes it for an orphan.
 var procs = struct {
 	mu sync.Mutex
-	// leaders maps the pid of every command started and not yet reaped
-	// by os/exec to whether it is still running. An exited leader is a
-	// zombie waiting for Wait: kept from reaping, but its group and
-	// session are no longer protected.
-	leaders map[int]bool
-}{leaders: map[int]bool{}}
+	// leaders holds the pid of every command started and not yet
+	// forgotten after os/exec reaped it.
+	leaders map[int]*leader
+}{leaders: map[int]*leader{}}
 
-// startCommand starts cmd and registers its pid as a running leader.
-func startCommand(cmd *osexec.Cmd) error {
+// leader is one command in procs. An exited leader is a zombie waiting
+// for Wait: kept from reaping, but its group and session are no longer
+// protected. Runs change their own entry through this pointer, never by
+// pid: once Wait has reaped a leader its pid may belong to the next
+// command.
+type leader struct {
+	pid     int
+	running bool
+}
+
+// startCommand starts cmd and registers it as a running leader.
+func startCommand(cmd *osexec.Cmd) (*leader, error) {
 	procs.mu.Lock()
 	defer procs.mu.Unlock()
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, err
 	}
-	procs.leaders[cmd.Process.Pid] = true
-	return nil
+	l := &leader{pid: cmd.Process.Pid, running: true}
+	procs.leaders[l.pid] = l
+	return l, nil
 }
 
-// leaderExited records that the leader pid exited but is not reaped yet.
-func leaderExited(pid int) {
+// exited records that the leader exited; it may or may not be reaped yet.
+func (l *leader) exited() {
 	procs.mu.Lock()
 	defer procs.mu.Unlock()
-	if _, ok := procs.leaders[pid]; ok {
-		procs.leaders[pid] = false
+	l.running = false
+}
+
+// forget drops the leader once os/exec has reaped it, unless its pid has
+// been registered again by a new command.
+func (l *leader) forget() {
+	procs.mu.Lock()
+	defer procs.mu.Unlock()
+	if procs.leaders[l.pid] == l {
+		delete(procs.leaders, l.pid)
 	}
 }
 
-// forgetLeader drops pid once os/exec has reaped it.
-func forgetLeader(pid int) {
-	procs.mu.Lock()
-	defer procs.mu.Unlock()
-	delete(procs.leaders, pid)
+// runningLeader reports whether pid is a command still running. Must be
+// called with procs.mu held.
+func runningLeader(pid int) bool {
+	l := procs.leaders[pid]
+	return l != nil && l.running
 }
 
 // keepFromKill is the keep function of the orphan sweep: a leader not
@@ -63,10 +80,10 @@ func keepFromKill(pid int) bool {
 	if _, ok := procs.leaders[pid]; ok {
 		return true
 	}
-	if pgid, err := unix.Getpgid(pid); err == nil && procs.leaders[pgid] {
+	if pgid, err := unix.Getpgid(pid); err == nil && runningLeader(pgid) {
 		return true
 	}
-	if sid, err := unix.Getsid(pid); err == nil && procs.leaders[sid] {
+	if sid, err := unix.Getsid(pid); err == nil && runningLeader(sid) {
 		return true
 	}
 	return false

@@ -114,13 +114,13 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 		return
 	}
 	begin := time.Now()
-	if err := startCommand(cmd); err != nil {
+	l, err := startCommand(cmd)
+	if err != nil {
 		out.started(0)
 		log.Error("command failed to start", "path", h.Path, "err", err)
 		return
 	}
 	pid := cmd.Process.Pid
-	defer forgetLeader(pid)
 	out.started(pid)
 	log.Info("command started", "pid", pid, "path", h.Path, "count", j.Count)
 
@@ -140,7 +140,6 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 		g.watch(ctx, log, h.CommandTimeout, grace, exited)
 	}()
 
-	var err error
 	if werr := waitExit(pid); werr == nil {
 		// Exited and not reaped yet: the group id cannot have been
 		// reused, and killing the group now, before Wait waits for the
@@ -150,17 +149,19 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 		if err := g.signal(unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			log.Error("cannot kill command's process group", "pid", pid, "err", err)
 		}
-		leaderExited(pid)
+		l.exited()
 		if r.KillOrphans {
 			sweepOrphans(log, "command exited")
 		}
 		g.reap()
 		err = cmd.Wait()
+		l.forget()
 	} else {
 		if !errors.Is(werr, errors.ErrUnsupported) {
 			log.Error("cannot wait for the command without reaping it", "pid", pid, "err", werr)
 		}
 		err = cmd.Wait()
+		l.exited()
 		g.reap()
 		close(exited)
 		<-watched
@@ -171,7 +172,7 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 		if err := signalGroup(pid, unix.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			log.Error("cannot kill command's process group", "pid", pid, "err", err)
 		}
-		leaderExited(pid)
+		l.forget()
 		if r.KillOrphans {
 			sweepOrphans(log, "command exited")
 		}
