@@ -33,20 +33,29 @@ func logPipe(t *testing.T) (*os.File, logLines) {
 
 // wait returns the first line containing substr. The deadline fails the
 // test; the line itself comes long before it.
-func (l logLines) wait(t *testing.T, substr string) string {
+func (l logLines) wait(t *testing.T, substr string, more ...string) string {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
 		select {
 		case line, ok := <-l:
 			if !ok {
-				t.Fatalf("log ended before a line with %q", substr)
+				t.Fatalf("log ended before a line with %q %q", substr, more)
 			}
-			if strings.Contains(line, substr) {
+			if containsAll(line, append(more, substr)) {
 				return line
 			}
 		case <-deadline:
 			t.Fatalf("no log line with %q within 30s", substr)
 		}
 	}
+}
+
+func containsAll(s string, subs []string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
 }

@@ -2,41 +2,50 @@ package daemon
 
 import (
 	"crypto/tls"
-	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/privsep"
 	"github.com/imserious/imserious/tlsreload"
 	"github.com/imserious/imserious/tlsreload/tlstest"
 )
 
 // netUnderTest runs RunNet in this process (no privilege drop) with its
-// control channel held by the test, serving on a loopback socket.
+// control channel held by the test, serving on a loopback socket, and
+// the exec processes' ends of its channels held by the test.
 type netUnderTest struct {
 	ctl   *privsep.Conn
 	addr  string
 	lines logLines
 	done  chan error
+	st    *streams
+	execs map[string]*privsep.Conn // by account
 }
 
-// startNet configures a network process as the parent does and sends it
-// the given pairs before msgStart. It does not wait for it to be ready.
+// startNet configures a network process for a configuration with one
+// handler, as the parent does, and sends it the given pairs before
+// msgStart. It does not wait for it to be ready.
 func startNet(t *testing.T, withTLS bool, pairs ...[]byte) *netUnderTest {
 	t.Helper()
-	nc := netConfig{Log: logOptions{Level: -4, Format: "json"}, Endpoint: "/notify", MaxConnections: 2, Timeout: time.Minute, TLS: withTLS}
-	return startNetWith(t, nc, nil, pairs...)
+	cfg := testConfig(t, `
+[[handler]]
+user = "alice"
+command = "/bin/true"
+`)
+	if withTLS {
+		cfg.TLS = &config.TLS{}
+	}
+	return startNetWith(t, cfg, pairs...)
 }
 
-// startNetWith is startNet with the configuration and the exec channels
-// (one descriptor per target, in order) chosen by the test.
-func startNetWith(t *testing.T, nc netConfig, execs []*os.File, pairs ...[]byte) *netUnderTest {
+// startNetWith is startNet for a configuration chosen by the test.
+func startNetWith(t *testing.T, cfg *config.Config, pairs ...[]byte) *netUnderTest {
 	t.Helper()
 	ctl, childCtl := pair(t)
 	logW, lines := logPipe(t)
-	n := &netUnderTest{ctl: ctl, lines: lines, done: make(chan error, 1)}
+	n := &netUnderTest{ctl: ctl, lines: lines, done: make(chan error, 1), execs: map[string]*privsep.Conn{}}
 	go func() {
 		n.done <- RunNet(childCtl, logW)
 		logW.Close()
@@ -49,63 +58,59 @@ func startNetWith(t *testing.T, nc netConfig, execs []*os.File, pairs ...[]byte)
 			t.Error("network process still running 10s after its control channel closed")
 		}
 	})
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	st, err := streamsFor(cfg, false, testLog, nil, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close() // the network process has its own descriptor
-	n.addr = ln.Addr().String()
-	f, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for i, f := range execs {
-		b, err := privsep.EncodeJSON(execChannel{Target: i})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := ctl.Send(msgExecChannel, b, f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := sendJSON(ctl, msgNetConfig, nc); err != nil {
-		t.Fatal(err)
-	}
-	if err := ctl.Send(msgListener, nil, f); err != nil {
-		t.Fatal(err)
+	n.st = st
+	addr, f := freeListener(t)
+	n.addr = addr
+	send(t, ctl, st.net...)
+	send(t, ctl, outMsg{typ: msgListener, file: f})
+	for acct := range st.exec {
+		n.execs[acct] = n.channel(t, acct, false)
 	}
 	for _, p := range pairs {
-		if err := ctl.Send(msgTLSPair, p); err != nil {
-			t.Fatal(err)
-		}
+		send(t, ctl, outMsg{typ: msgTLSPair, payload: p})
 	}
-	if err := ctl.Send(msgStart, nil); err != nil {
+	send(t, ctl, outMsg{typ: msgStart})
+	return n
+}
+
+// channel sends the network process a (new) channel to the exec process
+// of acct and returns the exec process's end.
+func (n *netUnderTest) channel(t *testing.T, acct string, recover bool) *privsep.Conn {
+	t.Helper()
+	a, b, err := privsep.Socketpair()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	c, err := privsep.NewConn(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	m := mustJSON(t, msgExecChannel, wireExecChannel{Target: n.st.targets[acct], Recover: recover})
+	m.file = a
+	send(t, n.ctl, m)
+	a.Close()
+	return c
 }
 
 // ready waits for msgReady; an error means the process ended instead.
 func (n *netUnderTest) ready(t *testing.T) {
 	t.Helper()
+	n.ctl.SetDeadline(time.Now().Add(30 * time.Second))
+	defer n.ctl.SetDeadline(time.Time{})
 	m, err := n.ctl.Recv()
 	if err != nil || m.Type != msgReady {
-		t.Fatalf("network process not ready: type %d, %v (exit: %v)", m.Type, err, n.exit(t))
+		t.Fatalf("network process not ready: %s, %v (exit: %v)", msgName(m.Type), err, n.exit(t))
 	}
 }
 
 func (n *netUnderTest) exit(t *testing.T) error {
 	t.Helper()
-	select {
-	case err := <-n.done:
-		n.done <- err // for Cleanup
-		return err
-	case <-time.After(10 * time.Second):
-		t.Fatal("network process still running")
-		return nil
-	}
+	return waitDone(t, n.done, "network process")
 }
 
 func encodeLeaf(t *testing.T, l *tlstest.Leaf) []byte {
@@ -183,7 +188,144 @@ func TestNetTLSStartChecks(t *testing.T) {
 	if err := n.ctl.Send(msgTLSPair, encodeLeaf(t, a)); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.exit(t); err == nil || !strings.Contains(err.Error(), "unexpected message type 10") {
+	if err := n.exit(t); err == nil || !strings.Contains(err.Error(), "tls pair") {
 		t.Errorf("pair to a plain HTTP network process: exit %v", err)
+	}
+}
+
+const twoAccounts = `
+[[handler]]
+user = "alice"
+command = "/bin/true"
+
+[[handler]]
+user = "bob"
+command = "/bin/true"
+`
+
+// owed waits for the parent's report about target.
+func (n *netUnderTest) owed(t *testing.T, acct string, want bool) {
+	t.Helper()
+	m := recvType(t, n.ctl, msgOwed)
+	var o wireOwed
+	if err := decode(m, &o); err != nil {
+		t.Fatal(err)
+	}
+	if o.Target != n.st.targets[acct] || o.Owed != want {
+		t.Fatalf("owed report %+v, want target %d owed %v", o, n.st.targets[acct], want)
+	}
+}
+
+// drain reads events from an exec process's end until a recovery
+// message, and returns how many events came before it.
+func drain(t *testing.T, c *privsep.Conn) int {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	n := 0
+	for {
+		m, err := c.Recv()
+		if err != nil {
+			t.Fatalf("after %d events: %v", n, err)
+		}
+		switch m.Type {
+		case msgEvent:
+			n++
+		case msgRecover:
+			return n
+		default:
+			t.Fatalf("unexpected %s", msgName(m.Type))
+		}
+	}
+}
+
+// An exec process that does not read (SIGSTOPped by its own account)
+// delays nobody: its events are accepted and owed a recovery, which is
+// sent once it reads again; another account's events flow meanwhile.
+func TestNetStoppedExecDelaysNobody(t *testing.T) {
+	n := startNetWith(t, testConfig(t, twoAccounts, "alice=acct_a", "bob=acct_b"))
+	n.ready(t)
+	big := body("alice", `,"snippet":"`+strings.Repeat("x", 60<<10)+`"`)
+	// Far more than the socket buffer holds: every one is answered 200.
+	for i := range 40 {
+		if got := put(t, n.addr, big); got != 200 {
+			t.Fatalf("alice's request %d: %d", i, got)
+		}
+	}
+	n.owed(t, "acct_a", true)
+	for i := range 20 {
+		if got := put(t, n.addr, body("bob", "")); got != 200 {
+			t.Fatalf("bob's request %d: %d", i, got)
+		}
+		recvType(t, n.execs["acct_b"], msgEvent)
+	}
+	// alice's exec process reads again: what fitted, then the recovery.
+	if got := drain(t, n.execs["acct_a"]); got == 0 || got >= 40 {
+		t.Errorf("%d events before the recovery, want some but not all 40", got)
+	}
+	n.owed(t, "acct_a", false)
+	// And events flow again.
+	if got := put(t, n.addr, body("alice", "")); got != 200 {
+		t.Fatalf("alice after recovery: %d", got)
+	}
+	recvType(t, n.execs["acct_a"], msgEvent)
+}
+
+// While an exec process is dead its events are still accepted; the
+// channel to its successor starts with a recovery.
+func TestNetDeadExecStillAccepted(t *testing.T) {
+	n := startNetWith(t, testConfig(t, twoAccounts, "alice=acct_a", "bob=acct_b"))
+	n.ready(t)
+	n.execs["acct_a"].Close()
+	if got := put(t, n.addr, body("alice", "")); got != 200 {
+		t.Fatalf("alice with her exec process dead: %d", got)
+	}
+	n.owed(t, "acct_a", true)
+	c := n.channel(t, "acct_a", true)
+	if got := drain(t, c); got != 0 {
+		t.Errorf("%d events before the recovery on a new channel", got)
+	}
+	n.owed(t, "acct_a", false)
+	if got := put(t, n.addr, body("alice", "")); got != 200 {
+		t.Fatalf("alice after the restart: %d", got)
+	}
+	recvType(t, c, msgEvent)
+}
+
+// A reload streams a new configuration into the running process: a new
+// route works, a removed one is gone, and the new generation is reported.
+func TestNetReload(t *testing.T) {
+	cfg := testConfig(t, twoAccounts, "alice=acct_a", "bob=acct_b")
+	n := startNetWith(t, cfg)
+	n.ready(t)
+	next := testConfig(t, `
+[[handler]]
+user = "carol"
+command = "/bin/true"
+`, "carol=acct_b")
+	st, err := streamsFor(next, false, testLog, nil, 2, n.st.targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, n.ctl, st.net...)
+	m := recvType(t, n.ctl, msgReady)
+	var r wireReady
+	if err := decode(m, &r); err != nil || r.Gen != 2 {
+		t.Fatalf("ready %q: %v", m.Payload, err)
+	}
+	if got := put(t, n.addr, body("carol", "")); got != 200 {
+		t.Fatalf("carol: %d", got)
+	}
+	recvType(t, n.execs["acct_b"], msgEvent)
+	// alice's account is gone with its channel.
+	expectEOF(t, n.execs["acct_a"])
+	// A stale generation ends the process.
+	old, err := streamsFor(next, false, testLog, nil, 2, n.st.targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, n.ctl, old.net...)
+	if err := n.exit(t); err == nil || !strings.Contains(err.Error(), "generation 2 after 2") {
+		t.Errorf("exit %v", err)
 	}
 }

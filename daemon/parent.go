@@ -1,3 +1,6 @@
+// Package daemon wires the processes of spec §5 together: the privileged
+// parent (parent.go), the network process (net.go) and the per-account
+// exec processes (exec.go), around one protocol (proto.go).
 package daemon
 
 import (
@@ -8,28 +11,45 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/imserious/imserious/config"
-	"github.com/imserious/imserious/listener"
 	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
 	"github.com/imserious/imserious/tlsreload"
 )
 
-// ShutdownGrace is how long running commands may go on after SIGTERM
-// before their process groups are killed.
-const ShutdownGrace = 10 * time.Second
-
-// startTimeout bounds how long a child may take to configure itself and
-// report ready.
-const startTimeout = 15 * time.Second
+const (
+	// ShutdownGrace is how long running commands may go on after SIGTERM
+	// before their process groups get SIGTERM, then SIGKILL.
+	ShutdownGrace = 10 * time.Second
+	// killGrace is what the exec processes give a command between SIGTERM
+	// and SIGKILL; the parent waits that much more for them.
+	killGrace = 5 * time.Second
+	// startTimeout bounds how long a child may take to configure itself
+	// and report ready; one that does not is killed.
+	startTimeout = 15 * time.Second
+	// sendTimeout bounds every send from the parent: a stopped child
+	// must never hang the root process.
+	sendTimeout = 2 * time.Second
+	// More than maxCrashes crashes of children within crashWindow stop
+	// the daemon: something is wrong that restarting will not fix.
+	maxCrashes  = 5
+	crashWindow = time.Minute
+	// A crashed child is started again after backoffMin, doubling with
+	// each crash of that child within crashWindow, up to backoffMax.
+	backoffMin = 50 * time.Millisecond
+	backoffMax = 10 * time.Second
+)
 
 // Parent is the privileged process: it binds the socket, starts and
-// supervises the children and tells them when to stop.
+// supervises the children, restarts those that die and reloads.
 type Parent struct {
 	Config *config.Config // loaded and resolved
 	Root   bool           // started as root: children drop privileges
@@ -40,20 +60,11 @@ type Parent struct {
 	// Ready, when set, is called with the bound address once every child
 	// reported ready.
 	Ready func(addr net.Addr)
+	// Load reads the configuration again for a reload; nil: Load and
+	// Resolve the file of Config.
+	Load func() (*config.Config, error)
 
-	tls atomic.Pointer[tlsreload.Reloader] // set while serving with [tls]
-}
-
-// ReloadTLS asks for the certificate and key to be read again now, as
-// SIGHUP does. It reports false when there is nothing to reload: no [tls],
-// or the daemon is not serving (yet, or any more).
-func (p *Parent) ReloadTLS(reason string) bool {
-	r := p.tls.Load()
-	if r == nil {
-		return false
-	}
-	r.Reload(reason)
-	return true
+	reloads atomic.Pointer[chan string] // set while Run supervises
 }
 
 // NewLogOptions converts the resolved log settings for the children.
@@ -62,221 +73,894 @@ func NewLogOptions(level slog.Level, l config.Log) logOptions {
 		Timestamp: l.Timestamp, Target: l.Target, ShowLevel: l.Level}
 }
 
-type child struct {
-	*privsep.Child
-	done  chan struct{} // closed when Wait returned
-	err   error         // Wait's result, valid after done
-	ready chan struct{} // closed on msgReady
-	fault chan error    // a protocol violation on the control channel
+// Reload asks the running daemon to read its configuration again, as
+// SIGHUP does. It reports false when the daemon is not supervising (yet,
+// or any more). Requests made while one is pending are merged.
+func (p *Parent) Reload(reason string) bool {
+	ch := p.reloads.Load()
+	if ch == nil {
+		return false
+	}
+	select {
+	case *ch <- reason:
+	default:
+	}
+	return true
 }
 
-// Run starts everything and blocks until ctx ends (clean shutdown, nil) or
-// a child dies (error: the daemon is fail-stop until restart is built).
+func (p *Parent) load() (*config.Config, error) {
+	if p.Load != nil {
+		return p.Load()
+	}
+	c, err := config.Load(p.Config.File)
+	if err == nil {
+		err = c.Resolve(p.Root)
+	}
+	return c, err
+}
+
+// proc is one child as the parent sees it. Its fields are the
+// supervisor's, but done and err, which the waiter sets.
+type proc struct {
+	name    string // "net", "exec[alice]"
+	account string // "" for the network process
+	target  int
+	child   *privsep.Child
+	pid     int
+	started time.Time
+
+	done chan struct{} // closed once Wait returned
+	err  error         // Wait's result, valid after done
+
+	stopping bool                   // asked to stop, or replaced: its exit is no crash
+	ready    bool                   // reported ready once
+	gen      uint64                 // last generation it reported in force
+	fatal    atomic.Pointer[string] // its last words (msgFatal), set by the reader
+	readDone chan struct{}          // closed when the reader has seen the end
+	timer    *time.Timer
+}
+
+func (pr *proc) isNet() bool { return pr.account == "" }
+
+type procEvent struct {
+	pr           *proc
+	msg          privsep.Msg
+	err          error // a broken control channel
+	exited       bool
+	readyTimeout bool
+}
+
+type tlsReq struct {
+	pair  *tlsreload.Pair
+	reply chan error
+}
+
+// supervisor is the state of Run. Only Run's goroutine touches it.
+type supervisor struct {
+	p       *Parent
+	log     *slog.Logger
+	cfg     *config.Config
+	gen     uint64
+	streams *streams
+	drop    *wireDrop
+
+	ln     net.Listener
+	lnFile *os.File
+	certs  *tlsreload.Reloader
+	tlsRun func() // stops the certificate watcher
+
+	net          *proc
+	execs        map[string]*proc     // by account; nil value: being restarted
+	live         map[int]*proc        // every child not yet reaped, by pid
+	owed         map[int]bool         // targets owed a recovery run
+	crashes      []time.Time          // of children, within crashWindow
+	crashedChild map[time.Time]string // which child each crash was
+	started      bool                 // the first start-up completed
+	inForce      uint64               // the last generation every child reported
+	stopping     bool
+
+	events  chan procEvent
+	restart chan string
+	tlsReqs chan tlsReq
+	quit    chan struct{}
+	wg      sync.WaitGroup // retiring children
+}
+
+// Run starts everything and supervises until ctx ends (clean shutdown,
+// nil) or the children crash too often (error).
 func (p *Parent) Run(ctx context.Context) error {
-	cfg := p.Config
-	var drop *dropTo
-	if p.Root {
+	s := &supervisor{p: p, log: p.Log, cfg: p.Config, execs: map[string]*proc{}, live: map[int]*proc{},
+		owed: map[int]bool{}, crashedChild: map[time.Time]string{}, events: make(chan procEvent, 256), restart: make(chan string, 16),
+		tlsReqs: make(chan tlsReq), quit: make(chan struct{})}
+	defer s.close()
+	if err := s.prepare(); err != nil {
+		return err
+	}
+	if err := s.startAll(); err != nil {
+		s.shutdown(2 * time.Second)
+		return err
+	}
+	reloads := make(chan string, 1)
+	p.reloads.Store(&reloads)
+	defer p.reloads.Store(nil)
+	startup := time.NewTimer(startTimeout)
+	defer startup.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if !s.started {
+				s.log.Info("stopping before start-up completed")
+			} else {
+				s.log.Info("shutting down")
+			}
+			s.shutdown(ShutdownGrace)
+			s.log.Info("stopped")
+			return nil
+		case <-startup.C:
+			if !s.started {
+				err := fmt.Errorf("children did not become ready within %s", startTimeout)
+				s.shutdown(2 * time.Second)
+				return err
+			}
+		case ev := <-s.events:
+			if err := s.handle(ev); err != nil {
+				s.log.Error("stopping", "err", err)
+				s.shutdown(ShutdownGrace)
+				return err
+			}
+		case name := <-s.restart:
+			s.restartChild(name)
+		case r := <-s.tlsReqs:
+			r.reply <- s.sendTLS(r.pair)
+		case reason := <-reloads:
+			if s.started {
+				s.reload(reason)
+			} else {
+				s.log.Warn("reload asked for before start-up completed, ignored", "reason", reason)
+			}
+		}
+	}
+}
+
+// prepare binds the socket and loads what the children need.
+func (s *supervisor) prepare() error {
+	cfg := s.cfg
+	if s.p.Root {
 		if err := privsep.PrepareChroot(cfg.Privsep.Chroot); err != nil {
 			return fmt.Errorf("privsep chroot: %w", err)
 		}
-		acct, err := privsep.LookupAccount(cfg.Privsep.User)
+		d, err := dropFor(cfg)
 		if err != nil {
-			return fmt.Errorf("privsep user: %w", err)
+			return err
 		}
-		if acct.UID == 0 {
-			return fmt.Errorf("privsep user %q has uid 0", acct.Name)
-		}
-		acct.Groups = []int{acct.GID} // the network process gets no supplementary groups
-		drop = &dropTo{Account: acct, Chroot: cfg.Privsep.Chroot}
+		s.drop = d
 	}
-
-	// The pair is read before anything starts: a certificate that does not
-	// load at start-up is fatal.
-	var certs *tlsreload.Reloader
+	// Orphans of a dead exec process come to the parent, which kills them.
+	if err := privsep.BecomeSubreaper(); err != nil {
+		s.log.Debug("not a subreaper: what a crashed exec process leaves behind is not collected", "err", err)
+	}
+	st, err := streamsFor(cfg, s.p.Root, s.p.LogOpt, s.drop, 1, nil)
+	if err != nil {
+		return err
+	}
+	s.gen, s.streams = 1, st
+	// The pair is read before anything starts: a certificate that does
+	// not load at start-up is fatal.
 	if cfg.TLS != nil {
-		var err error
-		certs, err = tlsreload.New(tlsreload.Options{Cert: cfg.TLS.Cert, Key: cfg.TLS.Key,
-			Periodic: cfg.TLS.PeriodicReload, Log: p.Log.With(logging.ComponentKey, "tls")})
-		if err != nil {
-			return fmt.Errorf("tls: %w", err)
+		if err := s.startTLS(cfg); err != nil {
+			return err
 		}
-		defer certs.Close()
 	} else if cfg.Auth != nil && !isLoopback(cfg.Listen) {
-		p.Log.Warn("[auth] without [tls] on a non-loopback address: the password crosses the network in clear; add [tls]", "listen", cfg.Listen)
+		s.log.Warn("[auth] without [tls] on a non-loopback address: the password crosses the network in clear; add [tls]", "listen", cfg.Listen)
 	}
-
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, f, err := bind(cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return err
 	}
-	defer ln.Close()
-	lnFile, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
-	}
-	defer lnFile.Close()
+	s.ln, s.lnFile = ln, f
+	return nil
+}
 
-	accounts := cfg.Accounts()
-	var children []*child
-	// On any error below, take down what was started.
-	started := false
-	defer func() {
-		if !started {
-			p.stopAll(children, 2*time.Second)
+func bind(addr string) (net.Listener, *os.File, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		ln.Close()
+		return nil, nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return ln, f, nil
+}
+
+// startTLS loads the pair of cfg and watches its files; each new pair
+// goes to the network process through Run's loop.
+func (s *supervisor) startTLS(cfg *config.Config) error {
+	certs, err := tlsreload.New(tlsreload.Options{Cert: cfg.TLS.Cert, Key: cfg.TLS.Key,
+		Periodic: cfg.TLS.PeriodicReload, Log: s.log.With(logging.ComponentKey, "tls")})
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		certs.Run(ctx, func(pr *tlsreload.Pair) error {
+			r := tlsReq{pair: pr, reply: make(chan error, 1)}
+			select {
+			case s.tlsReqs <- r:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case err := <-r.reply:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	s.certs = certs
+	s.tlsRun = sync.OnceFunc(func() {
+		cancel()
+		<-done
+		certs.Close()
+	})
+	return nil
+}
+
+func (s *supervisor) stopTLS() {
+	if s.tlsRun != nil {
+		s.tlsRun()
+		s.tlsRun, s.certs = nil, nil
+	}
+}
+
+// sendTLS hands a new pair to the network process. With none running,
+// the pair still becomes current: the next one gets it at start.
+func (s *supervisor) sendTLS(pr *tlsreload.Pair) error {
+	if s.net == nil || s.stopping {
+		return nil
+	}
+	b, err := pr.Encode()
+	if err != nil {
+		return err
+	}
+	if err := s.net.child.Conn.SendTimeout(sendTimeout, msgTLSPair, b); err != nil {
+		s.kill(s.net, fmt.Sprintf("cannot send it the TLS pair: %v", err))
+		return err
+	}
+	return nil
+}
+
+func (s *supervisor) close() {
+	s.stopTLS()
+	close(s.quit)
+	s.wg.Wait()
+	if s.ln != nil {
+		s.ln.Close()
+		s.lnFile.Close()
+	}
+}
+
+func (s *supervisor) startAll() error {
+	for _, a := range s.cfg.Accounts() {
+		if err := s.startExec(a.Name); err != nil {
+			return err
+		}
+	}
+	return s.startNet()
+}
+
+// post hands an event to Run's loop unless the supervisor is gone.
+func (s *supervisor) post(ev procEvent) {
+	select {
+	case s.events <- ev:
+	case <-s.quit:
+		closeFiles(ev.msg)
+	}
+}
+
+// spawn starts a child and the goroutines that watch it.
+func (s *supervisor) spawn(name string, args []string) (*proc, error) {
+	c, err := privsep.StartChild(name, args, s.p.Stdout, s.p.Stdout)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	pr := &proc{name: name, child: c, pid: c.Cmd.Process.Pid, started: time.Now(),
+		done: make(chan struct{}), readDone: make(chan struct{})}
+	s.live[pr.pid] = pr
+	go func() {
+		pr.err = c.Cmd.Wait()
+		close(pr.done)
+		s.post(procEvent{pr: pr, exited: true})
+	}()
+	go func() {
+		defer close(pr.readDone)
+		for {
+			m, err := c.Conn.Recv()
+			if err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+					s.post(procEvent{pr: pr, err: err})
+				}
+				return
+			}
+			if m.Type == msgFatal && len(m.Files) == 0 {
+				// Kept here, not posted, so that the line about the
+				// child's death can say why.
+				var f wireFault
+				if decode(m, &f) == nil && f.validate() == nil {
+					pr.fatal.Store(&f.Reason)
+				}
+				continue
+			}
+			s.post(procEvent{pr: pr, msg: m})
 		}
 	}()
+	pr.timer = time.AfterFunc(startTimeout, func() { s.post(procEvent{pr: pr, readyTimeout: true}) })
+	s.log.Debug("started child", "child", name, "pid", pr.pid)
+	return pr, nil
+}
 
-	execs := make([]*child, len(accounts))
-	for i, a := range accounts {
-		c, err := p.start("exec["+a.Name+"]", []string{"-R", "exec:" + a.Name})
-		if err != nil {
-			return err
+// send sends msgs to pr, each within sendTimeout.
+func (s *supervisor) send(pr *proc, msgs ...outMsg) error {
+	for _, m := range msgs {
+		var files []*os.File
+		if m.file != nil {
+			files = []*os.File{m.file}
 		}
-		execs[i] = c
-		children = append(children, c)
+		if err := pr.child.Conn.SendTimeout(sendTimeout, m.typ, m.payload, files...); err != nil {
+			return fmt.Errorf("%s: %w", pr.name, err)
+		}
 	}
-	netc, err := p.start("net", []string{"-R", "net"})
+	return nil
+}
+
+// startExec starts the exec process of an account of the configuration
+// in force and connects it to the network process.
+func (s *supervisor) startExec(account string) error {
+	name := "exec[" + account + "]"
+	pr, err := s.spawn(name, []string{"-R", "exec:" + account})
 	if err != nil {
 		return err
 	}
-	children = append(children, netc)
-
-	nc := netConfig{
-		Log: p.LogOpt, Drop: drop, Allow: cfg.Allow, Endpoint: cfg.Endpoint,
-		MaxConnections: cfg.MaxConnections, Timeout: cfg.Timeout, TLS: certs != nil,
-	}
-	if cfg.Auth != nil {
-		nc.Auth = &listener.Auth{User: cfg.Auth.User, Pass: cfg.Auth.Pass}
-	}
-	target := map[string]int{}
-	for i, a := range accounts {
-		target[a.Name] = i
-		nc.Execs = append(nc.Execs, a.Name)
-	}
-	for _, h := range cfg.Handlers {
-		nc.Routes = append(nc.Routes, listener.Route{User: h.User, Event: h.Event, IP: h.IP, Target: target[h.Account.Name]})
-	}
-
-	for i, a := range accounts {
-		ec := execConfig{Log: p.LogOpt, Account: a, Drop: p.Root}
-		for _, h := range cfg.Handlers {
-			if h.Account.Name == a.Name {
-				ec.Handlers = append(ec.Handlers, h)
-			}
-		}
-		if err := sendJSON(execs[i].Conn, msgExecConfig, ec); err != nil {
-			return fmt.Errorf("%s: %w", execs[i].Name, err)
-		}
-		toNet, toExec, err := privsep.Socketpair()
-		if err != nil {
-			return err
-		}
-		err = execs[i].Conn.Send(msgNetChannel, nil, toExec)
-		if err == nil {
-			var b []byte
-			if b, err = privsep.EncodeJSON(execChannel{Target: i}); err == nil {
-				err = netc.Conn.Send(msgExecChannel, b, toNet)
-			}
-		}
-		toNet.Close()
-		toExec.Close()
-		if err != nil {
-			return fmt.Errorf("channel net-%s: %w", execs[i].Name, err)
-		}
-	}
-	if err := sendJSON(netc.Conn, msgNetConfig, nc); err != nil {
-		return fmt.Errorf("net: %w", err)
-	}
-	if err := netc.Conn.Send(msgListener, nil, lnFile); err != nil {
-		return fmt.Errorf("net: %w", err)
-	}
-	sendPair := func(pr *tlsreload.Pair) error {
-		b, err := pr.Encode()
-		if err != nil {
-			return err
-		}
-		return netc.Conn.Send(msgTLSPair, b)
-	}
-	if certs != nil {
-		if err := sendPair(certs.Current()); err != nil {
-			return fmt.Errorf("net: tls pair: %w", err)
-		}
-	}
-	for _, c := range children {
-		if err := c.Conn.Send(msgStart, nil); err != nil {
-			return fmt.Errorf("%s: %w", c.Name, err)
-		}
-	}
-	timer := time.NewTimer(startTimeout)
-	defer timer.Stop()
-	for _, c := range children {
-		select {
-		case <-c.ready:
-		case <-c.done:
-			return fmt.Errorf("%s exited during start-up: %v", c.Name, c.err)
-		case err := <-c.fault:
-			return fmt.Errorf("%s: %w", c.Name, err)
-		case <-timer.C:
-			return fmt.Errorf("%s did not become ready within %s", c.Name, startTimeout)
-		case <-ctx.Done():
-			p.Log.Info("stopping before start-up completed")
-			started = true
-			p.shutdown(netc, execs)
-			return nil
-		}
-	}
-	started = true
-	// The watcher runs while the children do and stops before they are
-	// told to, so nothing is sent to a network process on its way out.
-	stopTLS := func() {}
-	if certs != nil {
-		rctx, cancel := context.WithCancel(context.Background())
-		reloading := make(chan struct{})
-		go func() {
-			defer close(reloading)
-			certs.Run(rctx, sendPair)
-		}()
-		p.tls.Store(certs)
-		stopTLS = sync.OnceFunc(func() {
-			p.tls.Store(nil)
-			cancel()
-			<-reloading
-		})
-		defer stopTLS()
-	}
-	p.Log.Info("listening", "addr", ln.Addr().String(), "handlers", len(cfg.Handlers), "accounts", len(accounts), "privsep", p.Root, "tls", certs != nil)
-	if p.Ready != nil {
-		p.Ready(ln.Addr())
-	}
-
-	// Supervise: any child leaving on its own stops the daemon.
-	died := make(chan *child, len(children))
-	for _, c := range children {
-		go func(c *child) {
-			select {
-			case <-c.done:
-			case err := <-c.fault:
-				p.Log.Error("protocol violation, stopping the child", "child", c.Name, "err", err)
-				c.Cmd.Process.Signal(syscall.SIGTERM)
-				<-c.done
-			}
-			died <- c
-		}(c)
-	}
-	select {
-	case <-ctx.Done():
-		p.Log.Info("shutting down")
-		stopTLS()
-		p.shutdown(netc, execs)
-		p.Log.Info("stopped")
-		return nil
-	case c := <-died:
-		err := fmt.Errorf("child %s died (%v); stopping", c.Name, exitReason(c.err))
-		p.Log.Error("child died", "child", c.Name, "status", exitReason(c.err))
-		stopTLS()
-		p.stopAll(children, ShutdownGrace)
+	pr.account, pr.target = account, s.streams.targets[account]
+	s.execs[account] = pr
+	if err := s.send(pr, s.streams.exec[account]...); err != nil {
+		s.kill(pr, err.Error())
 		return err
 	}
+	if s.net != nil {
+		// A restarted one is owed a recovery (exited set it).
+		s.connect(s.net, pr, s.owed[pr.target])
+	}
+	if err := s.send(pr, outMsg{typ: msgStart}); err != nil {
+		s.kill(pr, err.Error())
+		return err
+	}
+	return nil
+}
+
+// startNet starts a network process with the configuration in force and
+// a channel to every exec process.
+func (s *supervisor) startNet() error {
+	pr, err := s.spawn("net", []string{"-R", "net"})
+	if err != nil {
+		return err
+	}
+	s.net = pr
+	msgs := append([]outMsg(nil), s.streams.net...)
+	msgs = append(msgs, outMsg{typ: msgListener, file: s.lnFile})
+	if s.certs != nil {
+		b, err := s.certs.Current().Encode()
+		if err != nil {
+			s.kill(pr, err.Error())
+			return err
+		}
+		msgs = append(msgs, outMsg{typ: msgTLSPair, payload: b})
+	}
+	if err := s.send(pr, msgs...); err != nil {
+		s.kill(pr, err.Error())
+		return err
+	}
+	for _, x := range s.execs {
+		if x != nil && !x.stopping {
+			s.connect(pr, x, s.owed[x.target])
+		}
+	}
+	if err := s.send(pr, outMsg{typ: msgStart}); err != nil {
+		s.kill(pr, err.Error())
+		return err
+	}
+	return nil
+}
+
+// connect gives a network process and an exec process a socketpair.
+// recover asks the network process to send a recovery first. A child
+// that cannot be sent its end is killed, and restarted.
+func (s *supervisor) connect(n, x *proc, recover bool) {
+	toNet, toExec, err := privsep.Socketpair()
+	if err != nil {
+		s.log.Error("cannot connect the network process to an exec process", "child", x.name, "err", err)
+		s.kill(x, err.Error())
+		return
+	}
+	defer toNet.Close()
+	defer toExec.Close()
+	if err := s.send(x, outMsg{typ: msgNetChannel, file: toExec}); err != nil {
+		s.kill(x, err.Error())
+		return
+	}
+	m, err := jsonMsg(msgExecChannel, wireExecChannel{Target: x.target, Recover: recover})
+	if err == nil {
+		m.file = toNet
+		err = s.send(n, m)
+	}
+	if err != nil {
+		s.kill(n, err.Error())
+	}
+}
+
+// kill ends a child that misbehaves; its death is then handled as a
+// crash, and it is started again.
+func (s *supervisor) kill(pr *proc, why string) {
+	select {
+	case <-pr.done:
+		return
+	default:
+	}
+	s.log.Error("killing child", "child", pr.name, "pid", pr.pid, "reason", why)
+	pr.child.Cmd.Process.Kill()
+}
+
+func (s *supervisor) current(pr *proc) bool {
+	if pr.isNet() {
+		return s.net == pr
+	}
+	return s.execs[pr.account] == pr
+}
+
+// handle acts on one event of a child. An error stops the daemon.
+func (s *supervisor) handle(ev procEvent) error {
+	pr := ev.pr
+	switch {
+	case ev.exited:
+		return s.exited(pr)
+	case ev.readyTimeout:
+		if !pr.ready && s.current(pr) {
+			if !s.started {
+				return fmt.Errorf("%s did not become ready within %s", pr.name, startTimeout)
+			}
+			s.kill(pr, fmt.Sprintf("not ready within %s", startTimeout))
+		}
+		return nil
+	case ev.err != nil:
+		s.kill(pr, ev.err.Error())
+		return nil
+	}
+	ch := execToParent
+	if pr.isNet() {
+		ch = netToParent
+	}
+	m := ev.msg
+	if err := checkMsg(ch, m); err != nil {
+		s.kill(pr, err.Error())
+		return nil
+	}
+	var err error
+	switch m.Type {
+	case msgReady:
+		var r wireReady
+		if err = decode(m, &r); err != nil {
+			break
+		}
+		pr.ready, pr.gen = true, r.Gen
+		if pr.timer != nil {
+			pr.timer.Stop()
+		}
+		s.readied()
+	case msgOwed:
+		var o wireOwed
+		if err = decode(m, &o); err != nil {
+			break
+		}
+		s.owedReport(pr, o)
+	case msgNetFault:
+		var f wireFault
+		if err = decode(m, &f); err == nil {
+			err = f.validate()
+		}
+		if err == nil && s.net != nil {
+			s.kill(s.net, fmt.Sprintf("%s reports a protocol violation: %s", pr.name, f.Reason))
+		}
+	}
+	if err != nil {
+		s.kill(pr, err.Error())
+	}
+	return nil
+}
+
+// readied notes children reporting the generation in force: the end of
+// start-up, or of a reload.
+func (s *supervisor) readied() {
+	all := s.net != nil && s.net.ready && s.net.gen == s.gen
+	for _, x := range s.execs {
+		all = all && x != nil && x.ready && x.gen == s.gen
+	}
+	if !all {
+		return
+	}
+	if !s.started {
+		s.started, s.inForce = true, s.gen
+		s.log.Info("listening", "addr", s.ln.Addr().String(), "handlers", len(s.cfg.Handlers),
+			"accounts", len(s.execs), "privsep", s.p.Root, "tls", s.certs != nil)
+		if s.p.Ready != nil {
+			s.p.Ready(s.ln.Addr())
+		}
+		return
+	}
+	if s.gen > s.inForce {
+		s.inForce = s.gen
+		s.log.Info("configuration in force", "generation", s.gen)
+	}
+}
+
+func (s *supervisor) owedReport(pr *proc, o wireOwed) {
+	if s.current(pr) {
+		s.owed[o.Target] = o.Owed
+		return
+	}
+	// A retiring network process could not hand events over: the one in
+	// force sends the recovery, on a fresh channel.
+	if x := s.execByTarget(o.Target); o.Owed && x != nil && s.net != nil {
+		s.connect(s.net, x, true)
+	}
+}
+
+func (s *supervisor) execByTarget(t int) *proc {
+	for _, x := range s.execs {
+		if x != nil && x.target == t && !x.stopping {
+			return x
+		}
+	}
+	return nil
+}
+
+// exited handles the death of a child: expected, or a crash to recover
+// from.
+func (s *supervisor) exited(pr *proc) error {
+	if pr.timer != nil {
+		pr.timer.Stop()
+	}
+	delete(s.live, pr.pid)
+	defer pr.child.Conn.Close()
+	if pr.stopping || !s.current(pr) || s.stopping {
+		if pr.err != nil {
+			s.log.Warn("child exited uncleanly", "child", pr.name, "status", exitReason(pr.err))
+		}
+		return nil
+	}
+	// Its last words are read by the time its channel ends, which is
+	// at its exit; a descendant holding the socket must not stall us.
+	select {
+	case <-pr.readDone:
+	case <-time.After(time.Second):
+	}
+	reason := exitReason(pr.err)
+	if f := pr.fatal.Load(); f != nil {
+		reason += ": " + *f
+	}
+	s.log.Error(fmt.Sprintf("lost child %s (pid %d): %s", pr.name, pr.pid, reason),
+		"child", pr.name, "pid", pr.pid, "status", reason)
+	if !pr.isNet() {
+		s.execs[pr.account] = nil
+		// Its commands and its pending runs are lost: the new one runs
+		// every handler once, and what the dead one left running goes.
+		s.owed[pr.target] = true
+		s.killOrphans()
+	} else {
+		s.net = nil
+	}
+	if !s.started {
+		return fmt.Errorf("child %s died during start-up (%s)", pr.name, reason)
+	}
+	now := time.Now()
+	recent := s.crashes[:0]
+	for _, t := range s.crashes {
+		if now.Sub(t) < crashWindow {
+			recent = append(recent, t)
+		}
+	}
+	s.crashes = append(recent, now)
+	if len(s.crashes) > maxCrashes {
+		return fmt.Errorf("more than %d crashes of children within %s, the last %s (%s)", maxCrashes, crashWindow, pr.name, reason)
+	}
+	// The more this child crashed lately, the longer it waits.
+	delay := backoffMin
+	for _, t := range s.crashes[:len(s.crashes)-1] {
+		if s.crashedChild[t] == pr.name && delay < backoffMax {
+			delay *= 2
+		}
+	}
+	delay = min(delay, backoffMax)
+	s.crashedChild[now] = pr.name
+	for t := range s.crashedChild {
+		if now.Sub(t) >= crashWindow {
+			delete(s.crashedChild, t)
+		}
+	}
+	s.log.Info("restarting child", "child", pr.name, "in", delay.String())
+	name := pr.name
+	time.AfterFunc(delay, func() {
+		select {
+		case s.restart <- name:
+		case <-s.quit:
+		}
+	})
+	return nil
+}
+
+// restartChild starts a crashed child again, if it is still wanted.
+func (s *supervisor) restartChild(name string) {
+	if s.stopping {
+		return
+	}
+	var err error
+	if name == "net" {
+		if s.net != nil {
+			return
+		}
+		err = s.startNet()
+	} else {
+		account := strings.TrimSuffix(strings.TrimPrefix(name, "exec["), "]")
+		if pr, ok := s.execs[account]; !ok || pr != nil {
+			return // removed by a reload, or already replaced
+		}
+		err = s.startExec(account)
+	}
+	if err != nil {
+		s.log.Error("cannot restart child", "child", name, "err", err)
+		if name != "net" || s.net == nil {
+			// Not started at all (no process to die): try again later.
+			time.AfterFunc(backoffMax, func() {
+				select {
+				case s.restart <- name:
+				case <-s.quit:
+				}
+			})
+		}
+	}
+}
+
+// killOrphans kills what exited exec processes left behind, which the
+// kernel gave to the parent (a subreaper).
+func (s *supervisor) killOrphans() {
+	n, err := privsep.KillOrphans(func(pid int) bool { return s.live[pid] != nil })
+	if err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		s.log.Warn("cannot collect orphaned processes", "err", err)
+	}
+	if n > 0 {
+		s.log.Warn("killed processes a lost exec process left behind", "count", n)
+	}
+}
+
+// retire stops a child that is no longer wanted without waiting for it:
+// its exit comes back through the loop, as an expected one.
+func (s *supervisor) retire(pr *proc, grace, wait time.Duration) {
+	pr.stopping = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.stopProc(pr, grace, wait)
+	}()
+}
+
+// stopProc asks pr to stop and kills it if it has not within wait.
+func (s *supervisor) stopProc(pr *proc, grace, wait time.Duration) {
+	select {
+	case <-pr.done:
+		return
+	default:
+	}
+	b, _ := privsep.EncodeJSON(wireShutdown{Grace: grace})
+	if err := pr.child.Conn.SendTimeout(sendTimeout, msgShutdown, b); err != nil {
+		pr.child.Cmd.Process.Signal(syscall.SIGTERM)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-pr.done:
+	case <-t.C:
+		s.log.Error("child did not stop in time, killing it", "child", pr.name, "pid", pr.pid)
+		pr.child.Cmd.Process.Kill()
+		<-pr.done
+	}
+}
+
+// shutdown stops the network process first, so nothing new is accepted,
+// then lets the exec processes finish what they run. Every wait is
+// bounded: SIGTERM ends the daemon within timeout and grace even with a
+// stopped child.
+func (s *supervisor) shutdown(grace time.Duration) {
+	s.stopping = true
+	s.stopTLS()
+	var nets, execs []*proc
+	for _, pr := range s.live {
+		if pr.isNet() {
+			nets = append(nets, pr)
+		} else {
+			execs = append(execs, pr)
+		}
+	}
+	stopAll := func(ps []*proc, grace, wait time.Duration) {
+		var wg sync.WaitGroup
+		for _, pr := range ps {
+			pr.stopping = true
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.stopProc(pr, grace, wait)
+			}()
+		}
+		wg.Wait()
+	}
+	stopAll(nets, 0, s.cfg.Timeout+time.Second)
+	stopAll(execs, grace, grace+killGrace+2*time.Second)
+	s.killOrphans()
+}
+
+// reload reads the configuration again and applies what changed: an
+// invalid one is logged with every error and the old one kept.
+func (s *supervisor) reload(reason string) {
+	s.log.Info("reloading the configuration", "reason", reason, "file", s.cfg.File)
+	if s.certs != nil {
+		s.certs.Reload(reason)
+	}
+	fail := func(err error) {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			s.log.Error(line)
+		}
+		s.log.Error("reload failed, the running configuration stays in force")
+	}
+	nc, err := s.p.load()
+	if err != nil {
+		fail(err)
+		return
+	}
+	var drop *wireDrop
+	if s.p.Root {
+		if drop, err = dropFor(nc); err != nil {
+			fail(err)
+			return
+		}
+	}
+	st, err := streamsFor(nc, s.p.Root, s.p.LogOpt, drop, s.gen+1, s.streams.targets)
+	if err != nil {
+		fail(err)
+		return
+	}
+	old := s.cfg
+	if !reflect.DeepEqual(old.Log, nc.Log) {
+		s.log.Warn("[log] changes take effect when the daemon is restarted")
+	}
+	restartNet := old.Listen != nc.Listen || !reflect.DeepEqual(old.Privsep, nc.Privsep) ||
+		old.Timeout != nc.Timeout || old.MaxConnections != nc.MaxConnections || !sameTLS(old.TLS, nc.TLS)
+	var ln net.Listener
+	var lnFile *os.File
+	if old.Listen != nc.Listen {
+		// A failed bind keeps the old socket and everything else.
+		if ln, lnFile, err = bind(nc.Listen); err != nil {
+			fail(err)
+			return
+		}
+	}
+	if s.p.Root && !reflect.DeepEqual(old.Privsep, nc.Privsep) {
+		if err := privsep.PrepareChroot(nc.Privsep.Chroot); err != nil {
+			if ln != nil {
+				ln.Close()
+				lnFile.Close()
+			}
+			fail(fmt.Errorf("privsep chroot: %w", err))
+			return
+		}
+	}
+	if !sameTLS(old.TLS, nc.TLS) {
+		s.stopTLS()
+		if nc.TLS != nil {
+			if err := s.startTLS(nc); err != nil {
+				// The old pair is gone from the watcher, but the running
+				// network process keeps serving it.
+				if old.TLS != nil {
+					s.startTLS(old)
+				}
+				if ln != nil {
+					ln.Close()
+					lnFile.Close()
+				}
+				fail(err)
+				return
+			}
+		}
+	}
+	if ln != nil {
+		s.ln.Close()
+		s.lnFile.Close()
+		s.ln, s.lnFile = ln, lnFile
+		s.log.Info("listening", "addr", ln.Addr().String(), "previous", old.Listen)
+	}
+
+	// In force from here.
+	oldTargets := s.streams.targets
+	s.cfg, s.streams, s.drop = nc, st, drop
+	s.gen++
+	added, removed, changed, kept := 0, 0, 0, 0
+	wanted := map[string]privsep.Account{}
+	for _, a := range nc.Accounts() {
+		wanted[a.Name] = a
+	}
+	oldAccts := map[string]privsep.Account{}
+	for _, a := range old.Accounts() {
+		oldAccts[a.Name] = a
+	}
+	for name, x := range s.execs {
+		a, ok := wanted[name]
+		switch {
+		case !ok:
+			removed++
+		case !reflect.DeepEqual(a, oldAccts[name]):
+			changed++
+		default:
+			continue
+		}
+		delete(s.execs, name)
+		if !ok {
+			delete(s.owed, oldTargets[name])
+		}
+		if x != nil {
+			s.retire(x, ShutdownGrace, ShutdownGrace+killGrace+2*time.Second)
+		}
+	}
+	for _, a := range nc.Accounts() {
+		x, ok := s.execs[a.Name]
+		switch {
+		case !ok:
+			if _, was := oldAccts[a.Name]; !was {
+				added++
+			}
+			if err := s.startExec(a.Name); err != nil {
+				s.log.Error("cannot start exec process", "account", a.Name, "err", err)
+			}
+		case x != nil:
+			kept++
+			if err := s.send(x, st.exec[a.Name]...); err != nil {
+				s.kill(x, err.Error())
+			}
+		}
+	}
+	if restartNet {
+		if s.net != nil {
+			s.retire(s.net, 0, old.Timeout+time.Second)
+			s.net = nil
+		}
+		if err := s.startNet(); err != nil {
+			s.log.Error("cannot start the network process", "err", err)
+		}
+	} else if s.net != nil {
+		if err := s.send(s.net, st.net...); err != nil {
+			s.kill(s.net, err.Error())
+		}
+	}
+	s.log.Info("configuration reloaded", "generation", s.gen, "handlers", len(nc.Handlers),
+		"accounts_added", added, "accounts_removed", removed, "accounts_changed", changed, "accounts_kept", kept,
+		"net_restarted", restartNet)
+}
+
+func sameTLS(a, b *config.TLS) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Cert == b.Cert && a.Key == b.Key && a.PeriodicReload == b.PeriodicReload
 }
 
 // isLoopback says whether a validated listen address is a loopback one.
@@ -290,102 +974,4 @@ func exitReason(err error) string {
 		return "exit status 0"
 	}
 	return err.Error()
-}
-
-func sendJSON(c *privsep.Conn, typ uint32, v any) error {
-	b, err := privsep.EncodeJSON(v)
-	if err != nil {
-		return err
-	}
-	return c.Send(typ, b)
-}
-
-// start re-executes the binary in a role and watches its control channel.
-func (p *Parent) start(name string, args []string) (*child, error) {
-	pc, err := privsep.StartChild(name, args, p.Stdout, p.Stdout)
-	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	c := &child{Child: pc, done: make(chan struct{}), ready: make(chan struct{}), fault: make(chan error, 1)}
-	go func() {
-		c.err = c.Cmd.Wait()
-		close(c.done)
-	}()
-	go func() {
-		readied := false
-		for {
-			m, err := c.Conn.Recv()
-			if err != nil {
-				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-					c.fault <- err
-				}
-				return
-			}
-			for _, f := range m.Files {
-				f.Close()
-			}
-			if m.Type != msgReady || readied || len(m.Payload) != 0 || len(m.Files) != 0 {
-				c.fault <- fmt.Errorf("unexpected message type %d", m.Type)
-				return
-			}
-			readied = true
-			close(c.ready)
-		}
-	}()
-	p.Log.Debug("started child", "child", name, "pid", pc.Cmd.Process.Pid)
-	return c, nil
-}
-
-// shutdown stops the network process first, so nothing new is accepted,
-// then lets the exec processes finish what they run.
-func (p *Parent) shutdown(netc *child, execs []*child) {
-	p.stopChild(netc, 0, p.Config.Timeout+5*time.Second)
-	var wg sync.WaitGroup
-	for _, c := range execs {
-		wg.Add(1)
-		go func(c *child) {
-			defer wg.Done()
-			p.stopChild(c, ShutdownGrace, ShutdownGrace+5*time.Second)
-		}(c)
-	}
-	wg.Wait()
-}
-
-// stopAll ends every child still running after a fault, network first.
-func (p *Parent) stopAll(children []*child, grace time.Duration) {
-	var wg sync.WaitGroup
-	for i := len(children) - 1; i >= 0; i-- { // net was started last
-		c := children[i]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.stopChild(c, grace, grace+5*time.Second)
-		}()
-	}
-	wg.Wait()
-}
-
-// stopChild asks a child to stop and kills it if it does not within wait.
-func (p *Parent) stopChild(c *child, grace, wait time.Duration) {
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	if err := sendJSON(c.Conn, msgShutdown, shutdownMsg{Grace: grace}); err != nil {
-		c.Cmd.Process.Signal(syscall.SIGTERM)
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-c.done:
-		if c.err != nil {
-			p.Log.Warn("child exited uncleanly", "child", c.Name, "status", c.err.Error())
-		}
-	case <-t.C:
-		p.Log.Error("child did not stop in time, killing it", "child", c.Name)
-		c.Cmd.Process.Kill()
-		<-c.done
-	}
-	c.Conn.Close()
 }

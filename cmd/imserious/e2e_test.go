@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/imserious/imserious/internal/daemontest"
@@ -280,21 +279,6 @@ func startOneHandler(t *testing.T) (*daemontest.Daemon, map[string]daemontest.Pr
 		t.Fatalf("children %v, want net and one exec", kids)
 	}
 	return d, kids
-}
-
-func TestChildDeathStopsDaemon(t *testing.T) {
-	d, kids := startOneHandler(t)
-	if err := syscall.Kill(kids["net"].Pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if code := d.WaitExit("its network process died"); code != 1 {
-		t.Errorf("exit status %d, want 1", code)
-	}
-	for role, pi := range kids {
-		if _, alive := daemontest.ReadProc(pi.Pid); alive {
-			t.Errorf("child %s (pid %d) outlived the daemon", role, pi.Pid)
-		}
-	}
 }
 
 func TestCheckFlag(t *testing.T) {

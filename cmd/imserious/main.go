@@ -79,6 +79,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = fmt.Errorf("IMSERIOUS_LOG: %w", err)
 		}
 	}
+	if err == nil && (*check || *checkT) {
+		// Build every message start-up would send, so that -n never
+		// calls good a configuration that cannot start.
+		err = daemon.Check(cfg, root, daemon.NewLogOptions(level, cfg.Log))
+	}
 	if *check || *checkT {
 		if err != nil {
 			fmt.Fprintln(stderr, err)
@@ -114,17 +119,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	p := &daemon.Parent{Config: cfg, Root: root, Log: log, LogOpt: logOpt, Stdout: stdout}
-	// SIGHUP would kill the daemon by default. It reloads the TLS pair;
-	// configuration reload comes with its own issue, until then that part
-	// is logged and ignored.
+	// SIGHUP reloads the configuration (and the TLS pair); by default it
+	// would kill the daemon.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			if p.ReloadTLS("SIGHUP") {
-				log.Info("SIGHUP: reloading the TLS certificate and key; configuration reload is not supported yet, restart the daemon to apply other changes")
-			} else {
-				log.Warn("SIGHUP: configuration reload is not supported yet; restart the daemon to apply changes")
+			if !p.Reload("SIGHUP") {
+				log.Warn("SIGHUP before the daemon is serving, ignored")
 			}
 		}
 	}()
@@ -161,7 +164,11 @@ func runChild(role string, stdout io.Writer) int {
 		if errors.Is(err, context.Canceled) {
 			return 0
 		}
-		fmt.Fprintf(stdout, "imserious %s: %v\n", role, err)
+		// The parent logs the last words in the daemon's format; only
+		// when it cannot be told are they written here, plainly.
+		if !daemon.ReportFatal(ctl, err) {
+			fmt.Fprintf(stdout, "imserious %s: %v\n", role, err)
+		}
 		return 1
 	}
 	return 0

@@ -1,0 +1,258 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/exec"
+	"github.com/imserious/imserious/privsep"
+)
+
+// execProc is the exec process of one account.
+type execProc struct {
+	name string
+	ctl  *privsep.Conn
+	log  *slog.Logger
+	x    *exec.Exec
+}
+
+// RunExec is the exec process of one account: it drops to the account,
+// then schedules and runs the handlers' commands for the events the
+// network process sends. It returns nil after a shutdown the parent asked
+// for.
+func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
+	proc := "exec[" + name + "]"
+	e := &execProc{name: name, ctl: ctl, log: slog.New(slog.DiscardHandler)}
+	var (
+		st      stream
+		pending *execConfig
+		global  *wireExecGlobal // of the configuration in force
+		first   []config.Handler
+		early   []*privsep.Conn // net channels received before msgStart
+	)
+	defer func() {
+		for _, c := range early {
+			c.Close()
+		}
+	}()
+	stop := func(grace time.Duration) {
+		if e.x != nil {
+			e.x.Shutdown(grace)
+		}
+	}
+	for {
+		m, err := ctl.Recv()
+		if err != nil {
+			// The parent is gone: what runs must not outlive the daemon.
+			stop(time.Second)
+			return fmt.Errorf("%s: control channel: %w", proc, err)
+		}
+		if err := checkMsg(parentToExec, m); err != nil {
+			stop(time.Second)
+			return fmt.Errorf("%s: %w", proc, err)
+		}
+		switch m.Type {
+		case msgCfgBegin:
+			if err = st.begin(m); err == nil {
+				pending = &execConfig{}
+			}
+		case msgExecGlobal, msgExecHandler:
+			if err = st.item(m); err == nil {
+				err = pending.add(m)
+			}
+		case msgCfgEnd:
+			if err = st.end(m); err != nil {
+				break
+			}
+			var hs []config.Handler
+			if hs, err = pending.build(name); err != nil {
+				break
+			}
+			if global == nil {
+				global, first = pending.global, hs
+				e.log = newLogger(stdout, global.Log, proc)
+			} else {
+				// Security: the account and the drop are fixed for the
+				// life of the process; the parent starts another for a
+				// changed account.
+				if !sameAccount(global, pending.global) {
+					err = fmt.Errorf("a reload cannot change the account: %w", errProtocol)
+					break
+				}
+				if e.x == nil {
+					first = hs
+				} else {
+					e.x.Update(hs) // logs what it changed
+				}
+			}
+			pending = nil
+			if e.x != nil {
+				err = sendReady(ctl, st.last)
+			}
+		case msgNetChannel:
+			var c *privsep.Conn
+			if err = noPayload(m); err != nil {
+				closeFiles(m)
+				break
+			}
+			if c, err = privsep.NewConn(m.Files[0]); err != nil {
+				break
+			}
+			if e.x == nil {
+				early = append(early, c)
+			} else {
+				e.serveNet(c)
+			}
+		case msgStart:
+			if e.x != nil || global == nil {
+				err = fmt.Errorf("unexpected %s: %w", msgName(m.Type), errProtocol)
+				break
+			}
+			if err = e.start(global, first); err != nil {
+				break
+			}
+			for _, c := range early {
+				e.serveNet(c)
+			}
+			early = nil
+			err = sendReady(ctl, st.last)
+		case msgShutdown:
+			var s wireShutdown
+			if err = decode(m, &s); err != nil {
+				break
+			}
+			stop(max(s.Grace, 0))
+			e.log.Debug("stopped")
+			return nil
+		default:
+			err = fmt.Errorf("unexpected %s: %w", msgName(m.Type), errProtocol)
+		}
+		if err != nil {
+			stop(time.Second)
+			return fmt.Errorf("%s: %w", proc, err)
+		}
+	}
+}
+
+func sameAccount(a, b *wireExecGlobal) bool {
+	x, y := a.Account, b.Account
+	if a.Drop != b.Drop || x.Name != y.Name || x.UID != y.UID || x.GID != y.GID || len(x.Groups) != len(y.Groups) {
+		return false
+	}
+	for i := range x.Groups {
+		if x.Groups[i] != y.Groups[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func sendReady(ctl *privsep.Conn, gen uint64) error {
+	b, err := privsep.EncodeJSON(wireReady{Gen: gen})
+	if err != nil {
+		return err
+	}
+	return ctl.SendTimeout(ctlTimeout, msgReady, b)
+}
+
+// start drops privileges and starts scheduling.
+func (e *execProc) start(g *wireExecGlobal, hs []config.Handler) error {
+	if g.Drop {
+		a := g.Account.account()
+		if err := privsep.Drop(a, ""); err != nil {
+			return fmt.Errorf("drop privileges: %w", err)
+		}
+		if err := privsep.SetNotDumpable(); err != nil {
+			return err
+		}
+		e.log.Debug("dropped privileges", "uid", a.UID, "gid", a.GID, "groups", a.Groups)
+	}
+	// The exec package starts each command in the account's home; the
+	// process itself holds no directory open.
+	if err := os.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir /: %w", err)
+	}
+	e.x = exec.New(exec.Options{Handlers: hs, Log: e.log, Subreaper: true})
+	e.x.Start()
+	return nil
+}
+
+// serveNet reads events from one network process until it closes the
+// channel. Events are validated again here: this process never trusts
+// the less privileged one. A malformed message ends the channel and tells
+// the parent, which replaces the network process.
+func (e *execProc) serveNet(c *privsep.Conn) {
+	go func() {
+		defer c.Close()
+		for {
+			m, err := c.Recv()
+			if errors.Is(err, io.EOF) {
+				e.log.Debug("network process closed its channel")
+				return
+			}
+			if err == nil {
+				err = e.netMsg(m)
+			}
+			if err != nil {
+				e.log.Error("network process broke the protocol, ending its channel", "err", err)
+				b, _ := privsep.EncodeJSON(wireFault{Reason: truncate(err.Error(), maxReason)})
+				if err := e.ctl.SendTimeout(ctlTimeout, msgNetFault, b); err != nil {
+					e.log.Error("cannot tell the parent", "err", err)
+				}
+				return
+			}
+		}
+	}()
+}
+
+func (e *execProc) netMsg(m privsep.Msg) error {
+	if err := checkMsg(netToExec, m); err != nil {
+		return err
+	}
+	switch m.Type {
+	case msgRecover:
+		if err := noPayload(m); err != nil {
+			return err
+		}
+		e.log.Info("recovery requested: events may have been lost, every handler runs once")
+		e.x.Recover()
+	case msgEvent:
+		remote, body, err := decodeEvent(m.Payload)
+		if err != nil {
+			return err
+		}
+		ev, err := event.Decode(body)
+		if err != nil {
+			return fmt.Errorf("invalid event: %w: %w", errProtocol, err)
+		}
+		if n := e.x.Deliver(ev, remote); n == 0 {
+			e.log.Warn("event from the network process matches no handler", "user", ev.User, "event", ev.Event, "peer", remote.String())
+		}
+	}
+	return nil
+}
+
+// truncate cuts s to at most n bytes on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xc0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+// ReportFatal sends a child's last words to the parent, which logs them
+// in the daemon's format (a JSON log stays JSON). It reports whether the
+// parent got them.
+func ReportFatal(ctl *privsep.Conn, err error) bool {
+	b, e := privsep.EncodeJSON(wireFault{Reason: truncate(err.Error(), maxReason)})
+	return e == nil && ctl.SendTimeout(ctlTimeout, msgFatal, b) == nil
+}

@@ -1,0 +1,466 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/imserious/imserious/listener"
+	"github.com/imserious/imserious/logging"
+	"github.com/imserious/imserious/privsep"
+	"github.com/imserious/imserious/tlsreload"
+)
+
+// ctlTimeout bounds a child's sends to the parent and the network
+// process's recovery messages to an exec process.
+const ctlTimeout = 2 * time.Second
+
+func newLogger(w io.Writer, o logOptions, proc string) *slog.Logger {
+	return logging.New(w, logging.Options{Level: slog.Level(o.Level), Format: o.Format,
+		ANSI: o.ANSI, Timestamp: o.Timestamp, Target: o.Target, ShowLevel: o.ShowLevel}, proc)
+}
+
+// execChan is the network process's side of one exec process.
+//
+// Isolation between accounts: an event is handed over with a send that
+// never waits (privsep.Conn.TrySend), so a stopped, slow or dead exec
+// process delays nobody, not even its own account's requests. An event
+// that cannot be handed over is still accepted: the channel then owes the
+// exec process a msgRecover, which makes it run each of its handlers once,
+// and the parent is told before the 200 goes out, so that a network
+// process that dies owing one is replaced by one that sends it.
+type execChan struct {
+	target int
+	owner  *netProc
+
+	mu   sync.Mutex
+	conn *privsep.Conn // nil while the exec process is down
+	owed bool          // a msgRecover is due
+	poll time.Duration // the recoverer's current wait for a full channel
+	gone bool          // the target was removed: the recoverer ends
+	kick chan struct{} // wakes the recoverer
+}
+
+type netProc struct {
+	ctl *privsep.Conn
+	log *slog.Logger
+
+	mu    sync.RWMutex
+	chans map[int]*execChan
+}
+
+func (n *netProc) channel(target int) *execChan {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.chans[target]
+}
+
+// deliver is the listener's Deliver: it never waits.
+func (n *netProc) deliver(target int, remote netip.AddrPort, body []byte) error {
+	ch := n.channel(target)
+	if ch == nil {
+		return fmt.Errorf("no exec process for target %d", target)
+	}
+	payload := encodeEvent(remote, body)
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.conn != nil {
+		err := ch.conn.TrySend(msgEvent, payload)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, privsep.ErrWouldBlock) {
+			n.log.Warn("exec process channel lost", "target", target, "err", err)
+			ch.conn.Close()
+			ch.conn = nil
+		}
+	}
+	return ch.owe()
+}
+
+// owe records that an event was accepted without reaching the exec
+// process. Must be called with mu held.
+func (ch *execChan) owe() error {
+	if ch.gone {
+		// Routed during a reload that removed the account: there is no
+		// handler left to run for it.
+		return nil
+	}
+	if !ch.owed {
+		// Before the 200: once the parent knows, a recovery follows even
+		// if this process dies now.
+		if err := ch.owner.tellOwed(ch.target, true); err != nil {
+			return err
+		}
+		ch.owed = true
+		ch.owner.log.Warn("exec process not taking events; they are accepted and a recovery run will follow", "target", ch.target)
+	}
+	select {
+	case ch.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (n *netProc) tellOwed(target int, owed bool) error {
+	b, err := privsep.EncodeJSON(wireOwed{Target: target, Owed: owed})
+	if err != nil {
+		return err
+	}
+	return n.ctl.SendTimeout(ctlTimeout, msgOwed, b)
+}
+
+// recoverer sends the msgRecover a channel owes, as soon as the exec
+// process reads again (or is replaced). The send is a TrySend under mu,
+// like the events', so whatever was lost was lost before it and the debt
+// is paid exactly; while the socket stays full it tries again, less and
+// less often, up to recoverPoll.
+func (ch *execChan) recoverer() {
+	wait := time.Duration(0)
+	timer := time.NewTimer(0)
+	<-timer.C
+	for {
+		if wait > 0 {
+			timer.Reset(wait)
+		}
+		select {
+		case _, ok := <-ch.kick:
+			if !ok {
+				timer.Stop()
+				return
+			}
+			if wait > 0 && !timer.Stop() {
+				<-timer.C
+			}
+		case <-timer.C:
+		}
+		ch.mu.Lock()
+		if ch.gone {
+			ch.mu.Unlock()
+			return
+		}
+		wait = 0
+		if ch.owed && ch.conn != nil {
+			err := ch.conn.TrySend(msgRecover, nil)
+			switch {
+			case err == nil:
+				ch.owed = false
+				if err := ch.owner.tellOwed(ch.target, false); err != nil {
+					ch.owner.log.Warn("cannot tell the parent a recovery was sent", "target", ch.target, "err", err)
+				}
+				ch.owner.log.Info("exec process taking events again; recovery run requested", "target", ch.target)
+			case errors.Is(err, privsep.ErrWouldBlock):
+				ch.poll = min(max(2*ch.poll, recoverPollMin), recoverPoll)
+				wait = ch.poll
+			default:
+				ch.conn.Close()
+				ch.conn = nil
+			}
+		}
+		if !ch.owed {
+			ch.poll = 0
+		}
+		ch.mu.Unlock()
+	}
+}
+
+// How often a full channel is tried again for a recovery message.
+const (
+	recoverPollMin = 5 * time.Millisecond
+	recoverPoll    = 250 * time.Millisecond
+)
+
+// setChannel installs the socket to the exec process of target, replacing
+// any previous one.
+func (n *netProc) setChannel(target int, f *os.File, recover bool) error {
+	c, err := privsep.NewConn(f)
+	if err != nil {
+		return err
+	}
+	// n.mu then ch.mu, as keepTargets: the channel cannot be removed
+	// (and its kick closed) while it is being replaced.
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ch := n.chans[target]
+	if ch == nil {
+		ch = &execChan{target: target, owner: n, kick: make(chan struct{}, 1)}
+		n.chans[target] = ch
+		go ch.recoverer()
+	}
+	ch.mu.Lock()
+	old := ch.conn
+	ch.conn = c
+	if recover {
+		ch.owed = true
+		select {
+		case ch.kick <- struct{}{}:
+		default:
+		}
+	}
+	ch.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// keepTargets drops the channels of exec processes no longer configured.
+func (n *netProc) keepTargets(targets map[int]string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for t, ch := range n.chans {
+		if _, ok := targets[t]; ok {
+			continue
+		}
+		delete(n.chans, t)
+		ch.mu.Lock()
+		ch.gone = true
+		if ch.conn != nil {
+			ch.conn.Close()
+			ch.conn = nil
+		}
+		close(ch.kick) // under mu: owe and setChannel kick only while !gone
+		ch.mu.Unlock()
+	}
+}
+
+func (n *netProc) closeAll() {
+	n.keepTargets(nil)
+}
+
+// RunNet is the network process: it collects its configuration from the
+// parent, drops to the privsep account inside the chroot, serves HTTP and
+// forwards valid notifications to the exec processes. It returns nil
+// after a shutdown the parent asked for.
+func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
+	n := &netProc{ctl: ctl, chans: map[int]*execChan{}, log: slog.New(slog.DiscardHandler)}
+	defer n.closeAll()
+	var (
+		st      stream
+		pending *netConfig // the stream being received
+		cfg     *netConfig // the configuration in force
+		lnFile  *os.File
+		certs   tlsreload.Store
+		srv     *listener.Server
+		log     *slog.Logger
+		tlsLog  *slog.Logger
+	)
+	defer func() {
+		if lnFile != nil {
+			lnFile.Close()
+		}
+	}()
+	served := make(chan error, 1)
+
+	// serving is what the HTTP server serves for a configuration.
+	serving := func(c *netConfig) listener.Config {
+		lc := c.listenerConfig()
+		if c.global.TLS {
+			lc.TLS = certs.TLSConfig()
+		}
+		return lc
+	}
+	// start drops privileges and serves, once the first configuration,
+	// the socket and (with TLS) a certificate are in.
+	start := func() error {
+		if cfg == nil || lnFile == nil {
+			return errors.New("started without configuration or socket")
+		}
+		g := cfg.global
+		// Security: with [tls] nothing is served in clear, so no
+		// certificate means no start; without it, a certificate is a
+		// confused parent.
+		switch have := certs.Current() != nil; {
+		case g.TLS && !have:
+			return errors.New("tls configured but no certificate received")
+		case !g.TLS && have:
+			return errors.New("certificate received without tls configured")
+		}
+		ln, err := net.FileListener(lnFile)
+		lnFile.Close()
+		lnFile = nil
+		if err != nil {
+			return fmt.Errorf("listener: %w", err)
+		}
+		if g.Drop != nil {
+			// Load the local time zone while /etc is still reachable.
+			_, _ = time.Now().Zone()
+			a := g.Drop.Account.account()
+			if err := privsep.Drop(a, g.Drop.Chroot); err != nil {
+				ln.Close()
+				return fmt.Errorf("drop privileges: %w", err)
+			}
+			log.Debug("dropped privileges", "user", a.Name, "uid", a.UID, "chroot", g.Drop.Chroot)
+		}
+		if g.TLS {
+			logInstalled(tlsLog, certs.Current())
+		}
+		srv = listener.New(serving(cfg), n.deliver, log)
+		go func() { served <- srv.Serve(ln) }()
+		return nil
+	}
+	shutdown := func(d time.Duration) {
+		if srv == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			log.Warn("requests still in flight at shutdown", "err", err)
+		}
+	}
+
+	recv := make(chan privsep.Msg)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := ctl.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			recv <- m
+		}
+	}()
+	for {
+		var m privsep.Msg
+		select {
+		case err := <-recvErr:
+			// The parent is gone: stop at once.
+			shutdown(0)
+			return fmt.Errorf("net: control channel: %w", err)
+		case err := <-served:
+			return fmt.Errorf("net: serve: %w", err)
+		case m = <-recv:
+		}
+		if err := checkMsg(parentToNet, m); err != nil {
+			shutdown(0)
+			return fmt.Errorf("net: %w", err)
+		}
+		var err error
+		switch m.Type {
+		case msgCfgBegin:
+			if err = st.begin(m); err == nil {
+				pending = &netConfig{}
+			}
+		case msgNetGlobal, msgNetAllow, msgNetTarget, msgNetRoute:
+			if err = st.item(m); err == nil {
+				err = pending.add(m)
+			}
+		case msgCfgEnd:
+			if err = st.end(m); err != nil {
+				break
+			}
+			if err = pending.validate(); err != nil {
+				break
+			}
+			if cfg == nil {
+				log = newLogger(stdout, pending.global.Log, "net")
+				n.log = log
+				tlsLog = log.With(logging.ComponentKey, "tls")
+			} else if srv != nil {
+				if pending.global.TLS != cfg.global.TLS || (pending.global.Drop == nil) != (cfg.global.Drop == nil) {
+					err = fmt.Errorf("a reload cannot change tls or privilege separation: %w", errProtocol)
+					break
+				}
+				if err = srv.Update(serving(pending)); err != nil {
+					err = fmt.Errorf("reload: %w", err)
+					break
+				}
+			}
+			cfg, pending = pending, nil
+			n.keepTargets(cfg.targets)
+			if srv != nil {
+				err = n.ready(st.last)
+			}
+		case msgListener:
+			if lnFile != nil || srv != nil {
+				closeFiles(m)
+				err = fmt.Errorf("second %s: %w", msgName(m.Type), errProtocol)
+				break
+			}
+			if err = noPayload(m); err != nil {
+				closeFiles(m)
+				break
+			}
+			lnFile = m.Files[0]
+		case msgExecChannel:
+			var w wireExecChannel
+			if err = decode(m, &w); err != nil || w.Target < 0 {
+				closeFiles(m)
+				err = cmpErr(err, fmt.Errorf("bad target %d: %w", w.Target, errProtocol))
+				break
+			}
+			err = n.setChannel(w.Target, m.Files[0], w.Recover)
+		case msgTLSPair:
+			// The parent checked the pair; one that fails here is a
+			// malformed message, which ends the channel like any other.
+			if cfg == nil || !cfg.global.TLS {
+				err = fmt.Errorf("tls pair: certificate received without tls configured: %w", errProtocol)
+				break
+			}
+			var c *tls.Certificate
+			if c, err = certs.Set(m.Payload); err != nil {
+				err = fmt.Errorf("tls pair: %w", err)
+			} else if srv != nil {
+				logInstalled(tlsLog, c)
+			}
+		case msgStart:
+			if srv != nil {
+				err = fmt.Errorf("second %s: %w", msgName(m.Type), errProtocol)
+				break
+			}
+			if err = start(); err == nil {
+				err = n.ready(st.last)
+			}
+		case msgShutdown:
+			var s wireShutdown
+			if err = decode(m, &s); err != nil {
+				break
+			}
+			timeout := time.Second
+			if cfg != nil {
+				timeout += cfg.global.Timeout
+			}
+			shutdown(timeout)
+			if log != nil {
+				log.Debug("stopped")
+			}
+			return nil
+		}
+		if err != nil {
+			shutdown(0)
+			return fmt.Errorf("net: %w", err)
+		}
+	}
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func (n *netProc) ready(gen uint64) error {
+	b, err := privsep.EncodeJSON(wireReady{Gen: gen})
+	if err != nil {
+		return err
+	}
+	return n.ctl.SendTimeout(ctlTimeout, msgReady, b)
+}
+
+// logInstalled records a certificate new handshakes now get; tests and
+// operators can match its serial with the parent's "reloaded" line.
+func logInstalled(log *slog.Logger, c *tls.Certificate) {
+	log.Info("TLS certificate installed", "subject", c.Leaf.Subject.String(),
+		"serial", tlsreload.SerialHex(c.Leaf), "not_after", c.Leaf.NotAfter.UTC())
+}

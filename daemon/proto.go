@@ -1,0 +1,834 @@
+package daemon
+
+// The protocol between the processes of imserious, in one place, as
+// OpenBSD httpd keeps every imsg in httpd.h. Each message has a type
+// number, the channels it may travel on, the number of descriptors it
+// carries, and its own wire struct with explicit field tags; nothing of
+// another package goes on the wire as is. Receivers check the channel and
+// the descriptor count of every message (checkMsg), decode strictly
+// (privsep.DecodeJSON) and validate what they decoded: a child never
+// trusts a less privileged sender, and a malformed message from the
+// parent fails loudly instead of half-configuring a child.
+//
+// A configuration is streamed, one item per message, between a
+// msgCfgBegin and a msgCfgEnd carrying the same generation (httpd brackets
+// IMSG_CFG_* between IMSG_CTL_RESET and IMSG_CFG_DONE), so no
+// configuration is bounded by the frame size. The same stream serves
+// start-up, a child's restart and a reload; -n builds it too (Check), so
+// it never calls a configuration good that cannot be sent.
+//
+//	type name              channel                 fds payload
+//	1    msgCfgBegin       parent -> net, exec     0   wireBegin
+//	2    msgCfgEnd         parent -> net, exec     0   wireEnd
+//	3    msgNetGlobal      parent -> net           0   wireNetGlobal (one per stream, first)
+//	4    msgNetAllow       parent -> net           0   wirePrefix (one allow entry)
+//	5    msgNetTarget      parent -> net           0   wireTarget (one exec process)
+//	6    msgNetRoute       parent -> net           0   wireRoute (one handler's route)
+//	7    msgExecGlobal     parent -> exec          0   wireExecGlobal (one per stream, first)
+//	8    msgExecHandler    parent -> exec          0   wireHandler (one handler)
+//	9    msgListener       parent -> net           1   none: the bound socket
+//	10   msgTLSPair        parent -> net           0   tlsreload.EncodePair bytes
+//	11   msgExecChannel    parent -> net           1   wireExecChannel: socket to an exec process
+//	12   msgNetChannel     parent -> exec          1   none: socket to the net process
+//	13   msgStart          parent -> net, exec     0   none: drop privileges and serve
+//	14   msgShutdown       parent -> net, exec     0   wireShutdown
+//	15   msgReady          net, exec -> parent     0   wireReady: a generation is in force
+//	16   msgOwed           net -> parent           0   wireOwed: events an exec process may not have
+//	17   msgNetFault       exec -> parent          0   wireFault: the net process broke the protocol
+//	18   msgFatal          net, exec -> parent     0   wireFault: the child's last words
+//	19   msgEvent          net -> exec             0   wireEvent (binary, see encodeEvent)
+//	20   msgRecover        net -> exec             0   none: run every handler once
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/listener"
+	"github.com/imserious/imserious/privsep"
+)
+
+const (
+	msgCfgBegin uint32 = iota + 1
+	msgCfgEnd
+	msgNetGlobal
+	msgNetAllow
+	msgNetTarget
+	msgNetRoute
+	msgExecGlobal
+	msgExecHandler
+	msgListener
+	msgTLSPair
+	msgExecChannel
+	msgNetChannel
+	msgStart
+	msgShutdown
+	msgReady
+	msgOwed
+	msgNetFault
+	msgFatal
+	msgEvent
+	msgRecover
+	msgMax
+)
+
+// channel names one direction of one kind of socketpair.
+type channel uint8
+
+const (
+	parentToNet channel = 1 << iota
+	parentToExec
+	netToParent
+	execToParent
+	netToExec
+)
+
+func (c channel) String() string {
+	switch c {
+	case parentToNet:
+		return "parent->net"
+	case parentToExec:
+		return "parent->exec"
+	case netToParent:
+		return "net->parent"
+	case execToParent:
+		return "exec->parent"
+	case netToExec:
+		return "net->exec"
+	}
+	return "channel " + strconv.Itoa(int(c))
+}
+
+type msgSpec struct {
+	name string
+	on   channel // the channels it may travel on
+	fds  int     // exactly this many descriptors
+}
+
+var protocol = [msgMax]msgSpec{
+	msgCfgBegin:    {"cfg-begin", parentToNet | parentToExec, 0},
+	msgCfgEnd:      {"cfg-end", parentToNet | parentToExec, 0},
+	msgNetGlobal:   {"net-global", parentToNet, 0},
+	msgNetAllow:    {"net-allow", parentToNet, 0},
+	msgNetTarget:   {"net-target", parentToNet, 0},
+	msgNetRoute:    {"net-route", parentToNet, 0},
+	msgExecGlobal:  {"exec-global", parentToExec, 0},
+	msgExecHandler: {"exec-handler", parentToExec, 0},
+	msgListener:    {"listener", parentToNet, 1},
+	msgTLSPair:     {"tls-pair", parentToNet, 0},
+	msgExecChannel: {"exec-channel", parentToNet, 1},
+	msgNetChannel:  {"net-channel", parentToExec, 1},
+	msgStart:       {"start", parentToNet | parentToExec, 0},
+	msgShutdown:    {"shutdown", parentToNet | parentToExec, 0},
+	msgReady:       {"ready", netToParent | execToParent, 0},
+	msgOwed:        {"owed", netToParent, 0},
+	msgNetFault:    {"net-fault", execToParent, 0},
+	msgFatal:       {"fatal", netToParent | execToParent, 0},
+	msgEvent:       {"event", netToExec, 0},
+	msgRecover:     {"recover", netToExec, 0},
+}
+
+// errProtocol is wrapped by every rejection of checkMsg and of the
+// decoders below.
+var errProtocol = errors.New("protocol violation")
+
+func msgName(typ uint32) string {
+	if typ > 0 && typ < msgMax {
+		return protocol[typ].name
+	}
+	return "type " + strconv.FormatUint(uint64(typ), 10)
+}
+
+// checkMsg accepts m only if its type may travel on ch with exactly the
+// descriptors it declares. On error every descriptor of m is closed.
+func checkMsg(ch channel, m privsep.Msg) error {
+	var err error
+	switch {
+	case m.Type == 0 || m.Type >= msgMax:
+		err = fmt.Errorf("%s: unknown message type %d: %w", ch, m.Type, errProtocol)
+	case protocol[m.Type].on&ch == 0:
+		err = fmt.Errorf("%s: message %s does not belong on this channel: %w", ch, msgName(m.Type), errProtocol)
+	case len(m.Files) != protocol[m.Type].fds:
+		err = fmt.Errorf("%s: message %s with %d descriptors, want %d: %w", ch, msgName(m.Type), len(m.Files), protocol[m.Type].fds, errProtocol)
+	}
+	if err != nil {
+		closeFiles(m)
+	}
+	return err
+}
+
+func closeFiles(m privsep.Msg) {
+	for _, f := range m.Files {
+		f.Close()
+	}
+}
+
+// decode strictly decodes a message's JSON payload, naming the message in
+// the error.
+func decode(m privsep.Msg, v any) error {
+	if err := privsep.DecodeJSON(m.Payload, v); err != nil {
+		return fmt.Errorf("message %s: %w: %w", msgName(m.Type), errProtocol, err)
+	}
+	return nil
+}
+
+// noPayload rejects a payload on a message that has none.
+func noPayload(m privsep.Msg) error {
+	if len(m.Payload) != 0 {
+		return fmt.Errorf("message %s: %d bytes of payload, want none: %w", msgName(m.Type), len(m.Payload), errProtocol)
+	}
+	return nil
+}
+
+// outMsg is one message to send.
+type outMsg struct {
+	typ     uint32
+	payload []byte
+	file    *os.File // nil: none
+}
+
+func jsonMsg(typ uint32, v any) (outMsg, error) {
+	b, err := privsep.EncodeJSON(v)
+	if err != nil {
+		return outMsg{}, fmt.Errorf("message %s: %w", msgName(typ), err)
+	}
+	return outMsg{typ: typ, payload: b}, nil
+}
+
+// ---- the stream brackets ----
+
+type wireBegin struct {
+	Gen uint64 `json:"gen"`
+}
+
+type wireEnd struct {
+	Gen   uint64 `json:"gen"`
+	Items int    `json:"items"` // messages between begin and end
+}
+
+// maxItems bounds one stream, so that a confused parent cannot make a
+// child grow without end: 16 MiB of configuration gives far fewer.
+const maxItems = 1 << 20
+
+// stream is the receiving side of the brackets: generations only grow,
+// items come only inside a bracket, and the end must count them.
+type stream struct {
+	last  uint64 // the generation last completed; 0 before the first
+	open  bool
+	gen   uint64
+	items int
+}
+
+func (s *stream) begin(m privsep.Msg) error {
+	var b wireBegin
+	if err := decode(m, &b); err != nil {
+		return err
+	}
+	switch {
+	case s.open:
+		return fmt.Errorf("configuration %d begins inside configuration %d: %w", b.Gen, s.gen, errProtocol)
+	case b.Gen <= s.last:
+		return fmt.Errorf("configuration generation %d after %d: %w", b.Gen, s.last, errProtocol)
+	}
+	s.open, s.gen, s.items = true, b.Gen, 0
+	return nil
+}
+
+func (s *stream) item(m privsep.Msg) error {
+	if !s.open {
+		return fmt.Errorf("message %s outside a configuration: %w", msgName(m.Type), errProtocol)
+	}
+	if s.items++; s.items > maxItems {
+		return fmt.Errorf("configuration %d: over %d items: %w", s.gen, maxItems, errProtocol)
+	}
+	return nil
+}
+
+func (s *stream) end(m privsep.Msg) error {
+	var e wireEnd
+	if err := decode(m, &e); err != nil {
+		return err
+	}
+	switch {
+	case !s.open:
+		return fmt.Errorf("configuration %d ends without a beginning: %w", e.Gen, errProtocol)
+	case e.Gen != s.gen:
+		return fmt.Errorf("configuration %d ends as generation %d: %w", s.gen, e.Gen, errProtocol)
+	case e.Items != s.items:
+		return fmt.Errorf("configuration %d: %d items received, %d sent: %w", s.gen, s.items, e.Items, errProtocol)
+	}
+	s.open, s.last = false, s.gen
+	return nil
+}
+
+// bracket wraps items between a begin and an end of generation gen.
+func bracket(gen uint64, items []outMsg) ([]outMsg, error) {
+	b, err := jsonMsg(msgCfgBegin, wireBegin{Gen: gen})
+	if err != nil {
+		return nil, err
+	}
+	e, err := jsonMsg(msgCfgEnd, wireEnd{Gen: gen, Items: len(items)})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]outMsg, 0, len(items)+2)
+	out = append(out, b)
+	out = append(out, items...)
+	return append(out, e), nil
+}
+
+// ---- shared pieces ----
+
+// logOptions travel to the children so every process logs alike.
+type logOptions struct {
+	Level     int    `json:"level"`
+	Format    string `json:"format"`
+	ANSI      bool   `json:"ansi"`
+	Timestamp bool   `json:"timestamp"`
+	Target    bool   `json:"target"`
+	ShowLevel bool   `json:"show_level"`
+}
+
+func (o logOptions) validate() error {
+	switch o.Format {
+	case "full", "compact", "pretty", "json":
+		return nil
+	}
+	return fmt.Errorf("log format %q: %w", o.Format, errProtocol)
+}
+
+type wireAccount struct {
+	Name   string `json:"name"`
+	UID    int    `json:"uid"`
+	GID    int    `json:"gid"`
+	Groups []int  `json:"groups"`
+	Home   string `json:"home"`
+	Shell  string `json:"shell"`
+}
+
+func toWireAccount(a privsep.Account) wireAccount {
+	return wireAccount{Name: a.Name, UID: a.UID, GID: a.GID, Groups: a.Groups, Home: a.Home, Shell: a.Shell}
+}
+
+func (w wireAccount) account() privsep.Account {
+	return privsep.Account{Name: w.Name, UID: w.UID, GID: w.GID, Groups: w.Groups, Home: w.Home, Shell: w.Shell}
+}
+
+// validate checks an account a child will drop to (drop) or only run as.
+//
+// Security: uid 0 and primary gid 0 are refused whatever the parent says,
+// so no bug upstream can make a child run commands or serve as root.
+func (w wireAccount) validate(drop bool) error {
+	if w.Name == "" {
+		return fmt.Errorf("account without a name: %w", errProtocol)
+	}
+	if drop && (w.UID <= 0 || w.GID <= 0) {
+		return fmt.Errorf("account %q: refusing uid %d gid %d: %w", w.Name, w.UID, w.GID, errProtocol)
+	}
+	return nil
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func parsePrefixes(ss []string) ([]netip.Prefix, error) {
+	if len(ss) == 0 {
+		return nil, nil
+	}
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("prefix %q: %w: %w", s, errProtocol, err)
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// ---- parent -> net ----
+
+type wireDrop struct {
+	Account wireAccount `json:"account"`
+	Chroot  string      `json:"chroot"`
+}
+
+type wireAuth struct {
+	User string `json:"user"`
+	Pass string `json:"pass"`
+}
+
+type wireNetGlobal struct {
+	Log            logOptions    `json:"log"`
+	Drop           *wireDrop     `json:"drop"` // nil: not started as root
+	Endpoint       string        `json:"endpoint"`
+	MaxConnections int           `json:"max_connections"`
+	Timeout        time.Duration `json:"timeout_ns"`
+	Auth           *wireAuth     `json:"auth"`
+	TLS            bool          `json:"tls"` // serve HTTPS only, with the pairs msgTLSPair brings
+}
+
+type wirePrefix struct {
+	Prefix string `json:"prefix"`
+}
+
+type wireTarget struct {
+	Target  int    `json:"target"`
+	Account string `json:"account"`
+}
+
+type wireRoute struct {
+	User   string   `json:"user"`
+	Event  string   `json:"event"`
+	IP     []string `json:"ip"`
+	Target int      `json:"target"`
+}
+
+type wireExecChannel struct {
+	Target int `json:"target"`
+	// Recover: the exec process at the other end may have lost events
+	// (it was restarted, or the previous network process could not hand
+	// them over): send msgRecover on the channel.
+	Recover bool `json:"recover"`
+}
+
+// netConfig is what a network process assembles from one stream.
+type netConfig struct {
+	global  *wireNetGlobal
+	allow   []netip.Prefix
+	targets map[int]string // target -> account
+	routes  []listener.Route
+}
+
+// add takes one item of a net stream.
+func (c *netConfig) add(m privsep.Msg) error {
+	switch m.Type {
+	case msgNetGlobal:
+		if c.global != nil {
+			return fmt.Errorf("second %s: %w", msgName(m.Type), errProtocol)
+		}
+		var g wireNetGlobal
+		if err := decode(m, &g); err != nil {
+			return err
+		}
+		c.global = &g
+	case msgNetAllow:
+		var w wirePrefix
+		if err := decode(m, &w); err != nil {
+			return err
+		}
+		ps, err := parsePrefixes([]string{w.Prefix})
+		if err != nil {
+			return err
+		}
+		c.allow = append(c.allow, ps...)
+	case msgNetTarget:
+		var w wireTarget
+		if err := decode(m, &w); err != nil {
+			return err
+		}
+		if w.Target < 0 || w.Account == "" || c.targets[w.Target] != "" {
+			return fmt.Errorf("bad or repeated target %d (%q): %w", w.Target, w.Account, errProtocol)
+		}
+		if c.targets == nil {
+			c.targets = map[int]string{}
+		}
+		c.targets[w.Target] = w.Account
+	case msgNetRoute:
+		var w wireRoute
+		if err := decode(m, &w); err != nil {
+			return err
+		}
+		ev, ok := event.Canonical(w.Event)
+		if !ok || !event.ValidUser(w.User) {
+			return fmt.Errorf("route for %q %q: %w", w.User, w.Event, errProtocol)
+		}
+		ip, err := parsePrefixes(w.IP)
+		if err != nil {
+			return err
+		}
+		c.routes = append(c.routes, listener.Route{User: w.User, Event: ev, IP: ip, Target: w.Target})
+	default:
+		return fmt.Errorf("message %s in a net configuration: %w", msgName(m.Type), errProtocol)
+	}
+	return nil
+}
+
+// validate re-checks a complete net configuration.
+func (c *netConfig) validate() error {
+	g := c.global
+	switch {
+	case g == nil:
+		return fmt.Errorf("net configuration without %s: %w", msgName(msgNetGlobal), errProtocol)
+	case g.Endpoint == "" || g.Endpoint[0] != '/':
+		return fmt.Errorf("net configuration: bad endpoint %q: %w", g.Endpoint, errProtocol)
+	case g.MaxConnections < 1 || g.Timeout <= 0:
+		return fmt.Errorf("net configuration: bad limits: %w", errProtocol)
+	}
+	if err := g.Log.validate(); err != nil {
+		return err
+	}
+	if g.Drop != nil {
+		if err := g.Drop.Account.validate(true); err != nil {
+			return fmt.Errorf("net configuration: %w", err)
+		}
+		if g.Drop.Chroot == "" || g.Drop.Chroot[0] != '/' {
+			return fmt.Errorf("net configuration: bad chroot %q: %w", g.Drop.Chroot, errProtocol)
+		}
+	}
+	for _, r := range c.routes {
+		if _, ok := c.targets[r.Target]; !ok {
+			return fmt.Errorf("net configuration: route target %d is no exec process: %w", r.Target, errProtocol)
+		}
+	}
+	return nil
+}
+
+// listenerConfig is the policy the HTTP server serves.
+func (c *netConfig) listenerConfig() listener.Config {
+	g := c.global
+	lc := listener.Config{Allow: c.allow, Endpoint: g.Endpoint, MaxConnections: g.MaxConnections,
+		Timeout: g.Timeout, Routes: c.routes}
+	if g.Auth != nil {
+		lc.Auth = &listener.Auth{User: g.Auth.User, Pass: g.Auth.Pass}
+	}
+	return lc
+}
+
+// netItems is the body of a net stream for cfg; targets maps each
+// account to its exec process's target number.
+func netItems(cfg *config.Config, log logOptions, drop *wireDrop, targets map[string]int) ([]outMsg, error) {
+	g := wireNetGlobal{Log: log, Drop: drop, Endpoint: cfg.Endpoint, MaxConnections: cfg.MaxConnections,
+		Timeout: cfg.Timeout, TLS: cfg.TLS != nil}
+	if cfg.Auth != nil {
+		g.Auth = &wireAuth{User: cfg.Auth.User, Pass: cfg.Auth.Pass}
+	}
+	var out []outMsg
+	add := func(typ uint32, v any) error {
+		m, err := jsonMsg(typ, v)
+		if err == nil {
+			out = append(out, m)
+		}
+		return err
+	}
+	if err := add(msgNetGlobal, g); err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.Allow {
+		if err := add(msgNetAllow, wirePrefix{Prefix: p.String()}); err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range cfg.Accounts() {
+		if err := add(msgNetTarget, wireTarget{Target: targets[a.Name], Account: a.Name}); err != nil {
+			return nil, err
+		}
+	}
+	for i := range cfg.Handlers {
+		h := &cfg.Handlers[i]
+		t, ok := targets[h.Account.Name]
+		if !ok {
+			return nil, fmt.Errorf("handler at line %d: no exec process for account %q", h.Line, h.Account.Name)
+		}
+		if err := add(msgNetRoute, wireRoute{User: h.User, Event: h.Event, IP: prefixStrings(h.IP), Target: t}); err != nil {
+			return nil, fmt.Errorf("handler at line %d: %w", h.Line, err)
+		}
+	}
+	return out, nil
+}
+
+// ---- parent -> exec ----
+
+type wireExecGlobal struct {
+	Log     logOptions  `json:"log"`
+	Account wireAccount `json:"account"`
+	Drop    bool        `json:"drop"` // started as root: drop to Account
+}
+
+type wireHandler struct {
+	Line           int               `json:"line"`
+	User           string            `json:"user"`
+	Event          string            `json:"event"`
+	Command        []string          `json:"command"`
+	Path           string            `json:"path"`
+	Delay          time.Duration     `json:"delay_ns"`
+	LimitPeriod    time.Duration     `json:"limit_period_ns"`
+	LimitBurst     int               `json:"limit_burst"`
+	Periodic       time.Duration     `json:"periodic_ns"`
+	RunAs          string            `json:"run_as"`
+	Env            map[string]string `json:"env"`
+	CommandTimeout time.Duration     `json:"command_timeout_ns"`
+	IP             []string          `json:"ip"`
+}
+
+func toWireHandler(h *config.Handler) wireHandler {
+	return wireHandler{Line: h.Line, User: h.User, Event: h.Event, Command: h.Command, Path: h.Path,
+		Delay: h.Delay, LimitPeriod: h.LimitPeriod, LimitBurst: h.LimitBurst, Periodic: h.Periodic,
+		RunAs: h.RunAs, Env: h.Env, CommandTimeout: h.CommandTimeout, IP: prefixStrings(h.IP)}
+}
+
+// handler validates a received handler and rebuilds it for the exec
+// package, with the process's own account.
+func (w wireHandler) handler(acct privsep.Account) (config.Handler, error) {
+	fail := func(why string) (config.Handler, error) {
+		return config.Handler{}, fmt.Errorf("handler at line %d: %s: %w", w.Line, why, errProtocol)
+	}
+	ev, ok := event.Canonical(w.Event)
+	switch {
+	case !ok:
+		return fail("unknown event " + strconv.Quote(w.Event))
+	case !event.ValidUser(w.User):
+		return fail("bad user")
+	case len(w.Command) == 0 || w.Path == "" || w.Path[0] != '/':
+		return fail("no resolved command")
+	case w.Delay < 0 || w.LimitPeriod < 0 || w.Periodic < 0 || w.CommandTimeout < 0 || w.LimitBurst < 1:
+		return fail("bad timing")
+	}
+	ip, err := parsePrefixes(w.IP)
+	if err != nil {
+		return config.Handler{}, fmt.Errorf("handler at line %d: %w", w.Line, err)
+	}
+	env := w.Env
+	if env == nil {
+		env = map[string]string{}
+	}
+	return config.Handler{Line: w.Line, User: w.User, Event: ev, Command: w.Command, Path: w.Path,
+		Delay: w.Delay, LimitPeriod: w.LimitPeriod, LimitBurst: w.LimitBurst, Periodic: w.Periodic,
+		RunAs: w.RunAs, Env: env, CommandTimeout: w.CommandTimeout, IP: ip, Account: acct}, nil
+}
+
+// execConfig is what an exec process assembles from one stream.
+type execConfig struct {
+	global   *wireExecGlobal
+	handlers []wireHandler
+}
+
+func (c *execConfig) add(m privsep.Msg) error {
+	switch m.Type {
+	case msgExecGlobal:
+		if c.global != nil {
+			return fmt.Errorf("second %s: %w", msgName(m.Type), errProtocol)
+		}
+		var g wireExecGlobal
+		if err := decode(m, &g); err != nil {
+			return err
+		}
+		c.global = &g
+	case msgExecHandler:
+		var w wireHandler
+		if err := decode(m, &w); err != nil {
+			return err
+		}
+		c.handlers = append(c.handlers, w)
+	default:
+		return fmt.Errorf("message %s in an exec configuration: %w", msgName(m.Type), errProtocol)
+	}
+	return nil
+}
+
+// build validates the configuration for the exec process of account name
+// and returns its handlers.
+func (c *execConfig) build(name string) ([]config.Handler, error) {
+	g := c.global
+	if g == nil {
+		return nil, fmt.Errorf("exec configuration without %s: %w", msgName(msgExecGlobal), errProtocol)
+	}
+	if err := g.Log.validate(); err != nil {
+		return nil, err
+	}
+	if err := g.Account.validate(g.Drop); err != nil {
+		return nil, err
+	}
+	if g.Account.Name != name {
+		return nil, fmt.Errorf("exec process of %q configured for account %q: %w", name, g.Account.Name, errProtocol)
+	}
+	acct := g.Account.account()
+	hs := make([]config.Handler, 0, len(c.handlers))
+	for _, w := range c.handlers {
+		h, err := w.handler(acct)
+		if err != nil {
+			return nil, err
+		}
+		hs = append(hs, h)
+	}
+	return hs, nil
+}
+
+// execItems is the body of the stream for the exec process of acct.
+func execItems(cfg *config.Config, log logOptions, acct privsep.Account, drop bool) ([]outMsg, error) {
+	g, err := jsonMsg(msgExecGlobal, wireExecGlobal{Log: log, Account: toWireAccount(acct), Drop: drop})
+	if err != nil {
+		return nil, err
+	}
+	out := []outMsg{g}
+	for i := range cfg.Handlers {
+		h := &cfg.Handlers[i]
+		if h.Account.Name != acct.Name {
+			continue
+		}
+		m, err := jsonMsg(msgExecHandler, toWireHandler(h))
+		if err != nil {
+			return nil, fmt.Errorf("handler at line %d: %w", h.Line, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// ---- control messages ----
+
+type wireShutdown struct {
+	Grace time.Duration `json:"grace_ns"` // how long running commands may go on
+}
+
+type wireReady struct {
+	Gen uint64 `json:"gen"`
+}
+
+type wireOwed struct {
+	Target int  `json:"target"`
+	Owed   bool `json:"owed"` // true: a recovery is due; false: it was sent
+}
+
+type wireFault struct {
+	Reason string `json:"reason"`
+}
+
+// maxReason caps what a child may make the parent log.
+const maxReason = 2 << 10
+
+func (f wireFault) validate() error {
+	if len(f.Reason) > maxReason {
+		return fmt.Errorf("fault reason of %d bytes: %w", len(f.Reason), errProtocol)
+	}
+	return nil
+}
+
+// ---- net -> exec ----
+
+// maxPeer bounds the text of the peer before the body of an event.
+const maxPeer = 64
+
+// encodeEvent is the wire form of wireEvent: the peer as ip:port, a
+// newline, then the body exactly as received (binary rather than JSON so
+// the body is not escaped again on the request path). The exec process
+// decodes and validates the body again.
+func encodeEvent(remote netip.AddrPort, body []byte) []byte {
+	b := make([]byte, 0, 48+len(body))
+	b = remote.AppendTo(b)
+	b = append(b, '\n')
+	return append(b, body...)
+}
+
+// decodeEvent parses what encodeEvent made; the body aliases p.
+func decodeEvent(p []byte) (netip.AddrPort, []byte, error) {
+	for i, c := range p {
+		if c == '\n' {
+			ap, err := netip.ParseAddrPort(string(p[:i]))
+			if err != nil {
+				return netip.AddrPort{}, nil, fmt.Errorf("event message: bad peer: %w: %w", errProtocol, err)
+			}
+			// Strict: only what encodeEvent writes ("[::]:0", never
+			// "[::0]:0"), so one peer has one spelling on the wire.
+			var buf [maxPeer]byte
+			if !bytes.Equal(ap.AppendTo(buf[:0]), p[:i]) {
+				return netip.AddrPort{}, nil, fmt.Errorf("event message: peer %q not in canonical form: %w", p[:i], errProtocol)
+			}
+			body := p[i+1:]
+			if len(body) > listener.MaxBody {
+				return netip.AddrPort{}, nil, fmt.Errorf("event message: body of %d bytes over %d: %w", len(body), listener.MaxBody, errProtocol)
+			}
+			return ap, body, nil
+		}
+		if i > maxPeer {
+			break
+		}
+	}
+	return netip.AddrPort{}, nil, fmt.Errorf("event message: no peer: %w", errProtocol)
+}
+
+// ---- -n ----
+
+// Check builds every message that start-up would send for cfg (resolved
+// for root), so that -n and a reload refuse a configuration that could
+// not be sent. It sends nothing.
+func Check(cfg *config.Config, root bool, log logOptions) error {
+	var drop *wireDrop
+	if root {
+		d, err := dropFor(cfg)
+		if err != nil {
+			return err
+		}
+		drop = d
+	}
+	_, err := streamsFor(cfg, root, log, drop, 1, nil)
+	return err
+}
+
+// streams are the configuration streams for every process.
+type streams struct {
+	net     []outMsg
+	exec    map[string][]outMsg // by account
+	targets map[string]int
+}
+
+// streamsFor builds the streams of generation gen. targets gives the
+// target numbers of accounts already known (nil: number them afresh);
+// new accounts get numbers above every one in use.
+func streamsFor(cfg *config.Config, root bool, log logOptions, drop *wireDrop, gen uint64, targets map[string]int) (*streams, error) {
+	s := &streams{exec: map[string][]outMsg{}, targets: map[string]int{}}
+	next := 0
+	for _, t := range targets {
+		next = max(next, t+1)
+	}
+	for _, a := range cfg.Accounts() {
+		if t, ok := targets[a.Name]; ok {
+			s.targets[a.Name] = t
+		} else {
+			s.targets[a.Name] = next
+			next++
+		}
+		items, err := execItems(cfg, log, a, root)
+		if err != nil {
+			return nil, fmt.Errorf("exec[%s]: %w", a.Name, err)
+		}
+		if s.exec[a.Name], err = bracket(gen, items); err != nil {
+			return nil, err
+		}
+	}
+	items, err := netItems(cfg, log, drop, s.targets)
+	if err != nil {
+		return nil, fmt.Errorf("net: %w", err)
+	}
+	if s.net, err = bracket(gen, items); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// dropFor returns where the network process drops to when started as root.
+func dropFor(cfg *config.Config) (*wireDrop, error) {
+	acct, err := privsep.LookupAccount(cfg.Privsep.User)
+	if err != nil {
+		return nil, fmt.Errorf("privsep user: %w", err)
+	}
+	if acct.UID == 0 {
+		return nil, fmt.Errorf("privsep user %q has uid 0", acct.Name)
+	}
+	acct.Groups = []int{acct.GID} // the network process gets no supplementary groups
+	return &wireDrop{Account: toWireAccount(acct), Chroot: cfg.Privsep.Chroot}, nil
+}
