@@ -3,13 +3,16 @@ package privsep
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 
 	"golang.org/x/sys/unix"
 )
 
 // Drop confines the calling process to chroot (unless it is "") and
-// changes all its credentials to those of a, for good.
+// changes all its credentials to those of a, for good. A non-empty
+// chroot is checked and opened as OpenChroot does and entered as
+// DropInto does, through the descriptor.
 //
 // Security-sensitive and ordering-dependent: chroot needs root, and so do
 // setgroups and setresgid, so the uid goes last. Every result is read back
@@ -22,14 +25,57 @@ import (
 // a.Groups is empty, the supplementary groups are just a.GID. On Linux,
 // call SetNotDumpable after Drop: changing credentials resets the flag.
 func Drop(a Account, chroot string) error {
+	groups, err := dropGroups(a)
+	if err != nil {
+		return err
+	}
+	if chroot == "" {
+		return setCredentials(a, groups)
+	}
+	root, err := walkChroot(chroot, false)
+	if err != nil {
+		return fmt.Errorf("privsep: drop to %q: %w", a.Name, err)
+	}
+	defer root.Close()
+	return DropInto(a, root)
+}
+
+// DropInto is Drop confined to the directory open as root, which the
+// parent got from OpenChroot or PrepareChroot: fchdir(root), chroot("."),
+// chdir("/"), then "/" must be the device and inode root was; then the
+// credentials change as in Drop. root is not closed: close it afterwards
+// (it is the new "/", so keeping it leads nowhere else, but it is one
+// descriptor less to pass on).
+//
+// Security-sensitive: the descriptor, unlike a name, cannot be swapped
+// between the parent's check and this chroot. root must still be a
+// directory owned by root and writable by nobody else. As with Drop, the
+// caller must exit on error. Messages name root by root.Name().
+func DropInto(a Account, root *os.File) error {
+	groups, err := dropGroups(a)
+	if err != nil {
+		return err
+	}
+	if root == nil {
+		return fmt.Errorf("privsep: drop to %q: no chroot directory", a.Name)
+	}
+	if err := enterRoot(root); err != nil {
+		return fmt.Errorf("privsep: drop to %q: %w", a.Name, err)
+	}
+	return setCredentials(a, groups)
+}
+
+// dropGroups refuses accounts and callers Drop must not serve, before
+// anything changes, and returns the supplementary groups to set.
+func dropGroups(a Account) ([]int, error) {
 	if a.UID == 0 {
-		return fmt.Errorf("privsep: drop to %q: refusing uid 0", a.Name)
+		return nil, fmt.Errorf("privsep: drop to %q: refusing uid 0", a.Name)
 	}
 	if a.GID == 0 {
-		return fmt.Errorf("privsep: drop to %q: refusing primary gid 0", a.Name)
+		return nil, fmt.Errorf("privsep: drop to %q: refusing primary gid 0", a.Name)
 	}
 	if a.UID < 0 || a.GID < 0 {
-		return fmt.Errorf("privsep: drop to %q: invalid uid %d or gid %d", a.Name, a.UID, a.GID)
+		return nil, fmt.Errorf("privsep: drop to %q: invalid uid %d or gid %d", a.Name, a.UID, a.GID)
 	}
 	groups := a.Groups
 	if len(groups) == 0 {
@@ -37,23 +83,53 @@ func Drop(a Account, chroot string) error {
 	}
 	for _, g := range groups {
 		if g < 0 {
-			return fmt.Errorf("privsep: drop to %q: invalid group %d", a.Name, g)
+			return nil, fmt.Errorf("privsep: drop to %q: invalid group %d", a.Name, g)
 		}
 	}
 	if euid := os.Geteuid(); euid != 0 {
-		return fmt.Errorf("privsep: drop to %q: must be root, running as euid %d", a.Name, euid)
+		return nil, fmt.Errorf("privsep: drop to %q: must be root, running as euid %d", a.Name, euid)
 	}
-	if chroot != "" {
-		// The root and working directory are shared by all threads (Go
-		// starts threads with CLONE_FS on Linux).
-		if err := unix.Chroot(chroot); err != nil {
-			return fmt.Errorf("privsep: drop to %q: chroot %s: %w", a.Name, chroot, err)
-		}
-		// Without this the working directory stays outside the new root.
-		if err := unix.Chdir("/"); err != nil {
-			return fmt.Errorf("privsep: drop to %q: chdir / in chroot %s: %w", a.Name, chroot, err)
-		}
+	return groups, nil
+}
+
+// enterRoot makes the directory open as root the process's root and
+// working directory, and checks the result. The root and working
+// directory are shared by all threads (Go starts threads with CLONE_FS
+// on Linux; per process on the BSDs).
+func enterRoot(root *os.File) error {
+	name := root.Name()
+	fd := int(root.Fd())
+	defer runtime.KeepAlive(root)
+	var want unix.Stat_t
+	if err := unix.Fstat(fd, &want); err != nil {
+		return fmt.Errorf("chroot %s: fstat: %w", name, err)
 	}
+	if err := checkChrootDir(fd, name); err != nil {
+		return fmt.Errorf("chroot %s: %w", name, err)
+	}
+	if err := unix.Fchdir(fd); err != nil {
+		return fmt.Errorf("chroot %s: fchdir: %w", name, err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot %s: chroot(\".\"): %w", name, err)
+	}
+	// A no-op after fchdir, but it states where the process must be.
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chroot %s: chdir /: %w", name, err)
+	}
+	var got unix.Stat_t
+	if err := unix.Stat("/", &got); err != nil {
+		return fmt.Errorf("chroot %s: stat / after chroot: %w", name, err)
+	}
+	if got.Dev != want.Dev || got.Ino != want.Ino {
+		return fmt.Errorf("chroot %s: / is device %d inode %d after chroot, want device %d inode %d", name, got.Dev, got.Ino, want.Dev, want.Ino)
+	}
+	return nil
+}
+
+// setCredentials changes groups, gid and uid, in that order, and reads
+// them back.
+func setCredentials(a Account, groups []int) error {
 	if err := setgroups(groups); err != nil {
 		return fmt.Errorf("privsep: drop to %q: setgroups %v: %w", a.Name, groups, err)
 	}

@@ -16,9 +16,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// dropRequest asks the drop child for Drop(Account, Chroot), or, with
+// ByFD, for DropInto(Account, the one descriptor sent with the request).
 type dropRequest struct {
 	Account Account
 	Chroot  string
+	ByFD    bool
 }
 
 type dropReport struct {
@@ -34,7 +37,8 @@ type dropReport struct {
 	PinnedThreadsBefore int
 }
 
-// childDrop receives an account and a chroot directory, drops to them,
+// childDrop receives an account and a chroot directory (a name or a
+// descriptor), drops to them,
 // reports what it sees, and stays alive until the parent closes the
 // channel so the parent can inspect every thread in /proc.
 func childDrop() int {
@@ -69,8 +73,20 @@ func childDrop() int {
 	}
 	var rep dropReport
 	rep.PinnedThreadsBefore = pinned
-	if err := Drop(req.Account, req.Chroot); err != nil {
-		rep.Err = err.Error()
+	var dropErr error
+	switch {
+	case req.ByFD && len(m.Files) != 1:
+		dropErr = fmt.Errorf("got %d descriptors, want 1", len(m.Files))
+	case req.ByFD:
+		dropErr = DropInto(req.Account, m.Files[0])
+	default:
+		dropErr = Drop(req.Account, req.Chroot)
+	}
+	for _, f := range m.Files {
+		f.Close()
+	}
+	if dropErr != nil {
+		rep.Err = dropErr.Error()
 	} else {
 		rep.RUID, rep.EUID, rep.SUID = unix.Getresuid()
 		rep.RGID, rep.EGID, rep.SGID = unix.Getresgid()
@@ -157,22 +173,18 @@ func testAccount(t *testing.T) Account {
 	return a
 }
 
-// emptyRoot returns a fresh, empty, root-owned 0755 directory for chroot.
-// Not t.TempDir: that is 0700, and after the drop the child (no longer
-// root) must be able to read its new "/". The directory is created by
-// PrepareChroot itself under a private parent; the parent may stay 0700
-// because chroot happens while the child is still root.
+// emptyRoot returns a fresh, empty, root-owned 0755 directory for chroot,
+// made by PrepareChroot itself under rootOnlyBase (not t.TempDir: /tmp
+// fails the chroot checks). 0755 because after the drop the child, no
+// longer root, must be able to read its new "/".
 func emptyRoot(t *testing.T) string {
 	t.Helper()
-	base, err := os.MkdirTemp(os.TempDir(), "imse-privsep-")
+	dir := filepath.Join(rootOnlyBase(t), "empty")
+	f, err := PrepareChroot(dir)
 	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(base) })
-	dir := filepath.Join(base, "empty")
-	if err := PrepareChroot(dir); err != nil {
 		t.Fatalf("PrepareChroot: %v", err)
 	}
+	f.Close()
 	return dir
 }
 
@@ -207,14 +219,16 @@ func threadCreds(t *testing.T, pid int) map[string][3]string {
 	return creds
 }
 
-func runDrop(t *testing.T, req dropRequest) (*Child, *syncBuffer, dropReport) {
+// runDrop starts a drop child and sends it req, with files attached
+// (the descriptor of a ByFD request).
+func runDrop(t *testing.T, req dropRequest, files ...*os.File) (*Child, *syncBuffer, dropReport) {
 	t.Helper()
 	ch, out := startTestChild(t, "drop")
 	b, err := EncodeJSON(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ch.Conn.Send(msgReport, b); err != nil {
+	if err := ch.Conn.Send(msgReport, b, files...); err != nil {
 		t.Fatalf("Send request: %v", err)
 	}
 	var rep dropReport
@@ -238,17 +252,30 @@ func TestDrop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rootFile, err := OpenChroot(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rootFile.Close()
 	for _, tc := range []struct {
 		name     string
 		chroot   string
+		byFD     bool
 		wd       string
 		dev, ino uint64
 	}{
-		{"chroot", root, "/", rootSt.Dev, rootSt.Ino},
-		{"no chroot", "", cwd, realRoot.Dev, realRoot.Ino},
+		{"chroot", root, false, "/", rootSt.Dev, rootSt.Ino},
+		{"chroot by descriptor", root, true, "/", rootSt.Dev, rootSt.Ino},
+		{"no chroot", "", false, cwd, realRoot.Dev, realRoot.Ino},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ch, out, rep := runDrop(t, dropRequest{Account: a, Chroot: tc.chroot})
+			req := dropRequest{Account: a, Chroot: tc.chroot}
+			var files []*os.File
+			if tc.byFD {
+				req = dropRequest{Account: a, ByFD: true}
+				files = append(files, rootFile)
+			}
+			ch, out, rep := runDrop(t, req, files...)
 			if rep.Err != "" {
 				t.Fatalf("Drop: %s; child output:\n%s", rep.Err, out)
 			}
@@ -308,26 +335,51 @@ func TestDrop(t *testing.T) {
 
 func TestDropRefuses(t *testing.T) {
 	requireRoot(t)
+	x := Account{Name: "x", UID: 61234, GID: 61234}
+	base := rootOnlyBase(t)
+	file := filepath.Join(base, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	notRoots := filepath.Join(base, "not-roots")
+	mkdir(0o755, 65534)(t, notRoots)
+	open := func(name string) *os.File {
+		f, err := os.Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
 	// In children, so that a regression cannot drop the test process.
 	for _, tc := range []struct {
-		name string
-		req  dropRequest
-		want string
+		name  string
+		req   dropRequest
+		files []*os.File
+		want  string
 	}{
-		{"uid 0", dropRequest{Account: Account{Name: "root", UID: 0, GID: 0, Groups: []int{0}}}, "refusing uid 0"},
-		{"gid 0", dropRequest{Account: Account{Name: "x", UID: 61234, GID: 0, Groups: []int{0}}}, "refusing primary gid 0"},
-		{"missing chroot", dropRequest{Account: Account{Name: "x", UID: 61234, GID: 61234}, Chroot: "/nonexistent/imse-privsep"}, "chroot /nonexistent/imse-privsep"},
+		{"uid 0", dropRequest{Account: Account{Name: "root", UID: 0, GID: 0, Groups: []int{0}}}, nil, "refusing uid 0"},
+		{"gid 0", dropRequest{Account: Account{Name: "x", UID: 61234, GID: 0, Groups: []int{0}}}, nil, "refusing primary gid 0"},
+		{"missing chroot", dropRequest{Account: x, Chroot: "/nonexistent/imse-privsep"}, nil, "chroot /nonexistent/imse-privsep: /nonexistent does not exist"},
+		{"chroot under /tmp", dropRequest{Account: x, Chroot: t.TempDir()}, nil, "/tmp is writable by group or others (mode 1777)"},
+		{"descriptor of a file", dropRequest{Account: x, ByFD: true}, []*os.File{open(file)}, "is not a directory (a regular file)"},
+		{"descriptor of another user's directory", dropRequest{Account: x, ByFD: true}, []*os.File{open(notRoots)}, "is owned by uid 65534, not root"},
+		{"descriptor uid 0", dropRequest{Account: Account{Name: "root", UID: 0, GID: 0}, ByFD: true}, []*os.File{open(base)}, "refusing uid 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ch, out, rep := runDrop(t, tc.req)
+			ch, out, rep := runDrop(t, tc.req, tc.files...)
 			if !strings.Contains(rep.Err, tc.want) {
 				t.Errorf("Drop error %q, want one containing %q", rep.Err, tc.want)
 			}
-			// Refused before any change: every thread still root.
+			// Refused before any change: every thread still root, and
+			// still under the real "/".
 			for task, c := range threadCreds(t, ch.Cmd.Process.Pid) {
 				if c[0] != "0 0 0 0" {
 					t.Errorf("thread %s: Uid %q after a refused Drop, want root", task, c[0])
 				}
+			}
+			if r, err := os.Readlink(fmt.Sprintf("/proc/%d/root", ch.Cmd.Process.Pid)); r != "/" {
+				t.Errorf("child's root is %q (%v) after a refused Drop, want /", r, err)
 			}
 			ch.Conn.Close()
 			if code := waitExit(t, ch, out); code != 0 {

@@ -62,17 +62,44 @@ func Account(tb testing.TB, name string) privsep.Account {
 // process as _imserious (created when missing) confined to a fresh empty
 // directory instead of the system's /var/empty. It returns "" for other
 // users, as whom the daemon changes neither uid nor root.
+//
+// The directory is not under tb.TempDir: /tmp is writable by others
+// (1777), and the daemon refuses a chroot with any such ancestor. It is
+// made in a root-only place instead (/run, else /var/lib) and removed at
+// cleanup; privsep.CheckChroot, the daemon's own check, must pass it.
 func PrivsepTOML(tb testing.TB) string {
 	tb.Helper()
 	if os.Geteuid() != 0 {
 		return ""
 	}
 	Account(tb, netUser)
-	d := filepath.Join(tb.TempDir(), "empty")
-	if err := os.Mkdir(d, 0o755); err != nil {
-		tb.Fatal(err)
+	var refusals []string
+	for _, parent := range []string{"/run", "/var/lib"} {
+		base, err := os.MkdirTemp(parent, "imserious-test-")
+		if err != nil {
+			refusals = append(refusals, err.Error())
+			continue
+		}
+		d := filepath.Join(base, "empty")
+		if err := os.Mkdir(d, 0o755); err != nil {
+			os.RemoveAll(base)
+			tb.Fatal(err)
+		}
+		// Mkdir's mode is reduced by the umask.
+		if err := os.Chmod(d, 0o755); err != nil {
+			os.RemoveAll(base)
+			tb.Fatal(err)
+		}
+		if err := privsep.CheckChroot(d); err != nil {
+			os.RemoveAll(base)
+			refusals = append(refusals, err.Error())
+			continue
+		}
+		tb.Cleanup(func() { os.RemoveAll(base) })
+		return fmt.Sprintf("[privsep]\nuser = %q\nchroot = %q\n", netUser, d)
 	}
-	return fmt.Sprintf("[privsep]\nuser = %q\nchroot = %q\n", netUser, d)
+	tb.Fatalf("no root-only place for the network process's chroot: %s", strings.Join(refusals, "; "))
+	return ""
 }
 
 // PublicDir returns a fresh directory every uid can write (mode 1777):
