@@ -229,3 +229,24 @@ func TestExecReloadRefusesAnotherAccount(t *testing.T) {
 		t.Errorf("RunExec: %v", err)
 	}
 }
+
+// A child's last words reach the parent, which logs them in the daemon's
+// format instead of the child writing a plain line into a JSON log.
+func TestReportFatal(t *testing.T) {
+	ctl, childCtl := pair(t)
+	done := make(chan error, 1)
+	go func() { done <- RunNet(childCtl, discard{}) }()
+	send(t, ctl, outMsg{typ: msgStart}) // no configuration, no socket
+	err := waitDone(t, done, "network process")
+	if err == nil {
+		t.Fatal("started without a configuration")
+	}
+	if !ReportFatal(childCtl, err) {
+		t.Fatal("the parent was not told")
+	}
+	m := recvType(t, ctl, msgFatal)
+	var f wireFault
+	if err := decode(m, &f); err != nil || !strings.Contains(f.Reason, "without configuration") {
+		t.Errorf("fatal %q: %v", m.Payload, err)
+	}
+}

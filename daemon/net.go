@@ -248,6 +248,7 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 		pending *netConfig // the stream being received
 		cfg     *netConfig // the configuration in force
 		lnFile  *os.File
+		rootDir *os.File // the chroot, entered by descriptor
 		certs   tlsreload.Store
 		srv     *listener.Server
 		log     *slog.Logger
@@ -256,6 +257,9 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 	defer func() {
 		if lnFile != nil {
 			lnFile.Close()
+		}
+		if rootDir != nil {
+			rootDir.Close()
 		}
 	}()
 	served := make(chan error, 1)
@@ -290,11 +294,21 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("listener: %w", err)
 		}
-		if g.Drop != nil {
+		switch {
+		case g.Drop != nil && rootDir == nil:
+			ln.Close()
+			return errors.New("privilege separation without a chroot directory")
+		case g.Drop == nil && rootDir != nil:
+			ln.Close()
+			return errors.New("a chroot directory without privilege separation")
+		case g.Drop != nil:
 			// Load the local time zone while /etc is still reachable.
 			_, _ = time.Now().Zone()
 			a := g.Drop.Account.account()
-			if err := privsep.Drop(a, g.Drop.Chroot); err != nil {
+			err := privsep.DropInto(a, rootDir)
+			rootDir.Close()
+			rootDir = nil
+			if err != nil {
 				ln.Close()
 				return fmt.Errorf("drop privileges: %w", err)
 			}
@@ -392,6 +406,18 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 				break
 			}
 			lnFile = m.Files[0]
+		case msgChroot:
+			if rootDir != nil || srv != nil {
+				closeFiles(m)
+				err = fmt.Errorf("second %s: %w", msgName(m.Type), errProtocol)
+				break
+			}
+			if err = noPayload(m); err != nil {
+				closeFiles(m)
+				break
+			}
+			// Named after the configured path, for the errors of DropInto.
+			rootDir = m.Files[0]
 		case msgExecChannel:
 			var w wireExecChannel
 			if err = decode(m, &w); err != nil || w.Target < 0 {

@@ -146,6 +146,7 @@ type supervisor struct {
 
 	ln     net.Listener
 	lnFile *os.File
+	chroot *os.File // the network process's root, open (as root only)
 	certs  *tlsreload.Reloader
 	tlsRun func() // stops the certificate watcher
 
@@ -226,9 +227,13 @@ func (p *Parent) Run(ctx context.Context) error {
 func (s *supervisor) prepare() error {
 	cfg := s.cfg
 	if s.p.Root {
-		if err := privsep.PrepareChroot(cfg.Privsep.Chroot); err != nil {
-			return fmt.Errorf("privsep chroot: %w", err)
+		// Checked and opened here; the network process enters the
+		// descriptor, so nothing done to the name later can move it.
+		dir, err := privsep.PrepareChroot(cfg.Privsep.Chroot)
+		if err != nil {
+			return err
 		}
+		s.chroot = dir
 		d, err := dropFor(cfg)
 		if err != nil {
 			return err
@@ -342,6 +347,9 @@ func (s *supervisor) close() {
 		s.ln.Close()
 		s.lnFile.Close()
 	}
+	if s.chroot != nil {
+		s.chroot.Close()
+	}
 }
 
 func (s *supervisor) startAll() error {
@@ -452,6 +460,9 @@ func (s *supervisor) startNet() error {
 	s.net = pr
 	msgs := append([]outMsg(nil), s.streams.net...)
 	msgs = append(msgs, outMsg{typ: msgListener, file: s.lnFile})
+	if s.chroot != nil {
+		msgs = append(msgs, outMsg{typ: msgChroot, file: s.chroot})
+	}
 	if s.certs != nil {
 		b, err := s.certs.Current().Encode()
 		if err != nil {
@@ -658,6 +669,7 @@ func (s *supervisor) exited(pr *proc) error {
 		// Its commands and its pending runs are lost: the new one runs
 		// every handler once, and what the dead one left running goes.
 		s.owed[pr.target] = true
+		s.log.Warn("the pending runs and unread events of the lost exec process are gone; each of its handlers will run once as recovery", "child", pr.name)
 		s.killOrphans()
 	} else {
 		s.net = nil
@@ -855,13 +867,14 @@ func (s *supervisor) reload(reason string) {
 			return
 		}
 	}
+	var chroot *os.File
 	if s.p.Root && !reflect.DeepEqual(old.Privsep, nc.Privsep) {
-		if err := privsep.PrepareChroot(nc.Privsep.Chroot); err != nil {
+		if chroot, err = privsep.PrepareChroot(nc.Privsep.Chroot); err != nil {
 			if ln != nil {
 				ln.Close()
 				lnFile.Close()
 			}
-			fail(fmt.Errorf("privsep chroot: %w", err))
+			fail(err)
 			return
 		}
 	}
@@ -878,10 +891,18 @@ func (s *supervisor) reload(reason string) {
 					ln.Close()
 					lnFile.Close()
 				}
+				if chroot != nil {
+					chroot.Close()
+				}
 				fail(err)
 				return
 			}
 		}
+	}
+	if chroot != nil {
+		// The retiring network process is inside the old one already.
+		s.chroot.Close()
+		s.chroot = chroot
 	}
 	if ln != nil {
 		s.ln.Close()

@@ -38,6 +38,7 @@ package daemon
 //	18   msgFatal          net, exec -> parent     0   wireFault: the child's last words
 //	19   msgEvent          net -> exec             0   wireEvent (binary, see encodeEvent)
 //	20   msgRecover        net -> exec             0   none: run every handler once
+//	21   msgChroot         parent -> net           1   none: the checked chroot directory, open
 
 import (
 	"bytes"
@@ -75,6 +76,7 @@ const (
 	msgFatal
 	msgEvent
 	msgRecover
+	msgChroot
 	msgMax
 )
 
@@ -132,6 +134,7 @@ var protocol = [msgMax]msgSpec{
 	msgFatal:       {"fatal", netToParent | execToParent, 0},
 	msgEvent:       {"event", netToExec, 0},
 	msgRecover:     {"recover", netToExec, 0},
+	msgChroot:      {"chroot", parentToNet, 1},
 }
 
 // errProtocol is wrapped by every rejection of checkMsg and of the

@@ -440,3 +440,101 @@ func FuzzStream(f *testing.F) {
 		}
 	})
 }
+
+// Every control message survives its encoding and is refused with an
+// unknown field, a second value or a truncation.
+func TestControlMessages(t *testing.T) {
+	for _, c := range []struct {
+		typ  uint32
+		v    any
+		into func() any
+	}{
+		{msgShutdown, wireShutdown{Grace: 3e9}, func() any { return &wireShutdown{} }},
+		{msgReady, wireReady{Gen: 42}, func() any { return &wireReady{} }},
+		{msgOwed, wireOwed{Target: 3, Owed: true}, func() any { return &wireOwed{} }},
+		{msgNetFault, wireFault{Reason: "bad"}, func() any { return &wireFault{} }},
+		{msgFatal, wireFault{Reason: "drop privileges: x"}, func() any { return &wireFault{} }},
+		{msgExecChannel, wireExecChannel{Target: 2, Recover: true}, func() any { return &wireExecChannel{} }},
+		{msgCfgBegin, wireBegin{Gen: 9}, func() any { return &wireBegin{} }},
+		{msgCfgEnd, wireEnd{Gen: 9, Items: 3}, func() any { return &wireEnd{} }},
+		{msgNetTarget, wireTarget{Target: 1, Account: "alice"}, func() any { return &wireTarget{} }},
+		{msgNetAllow, wirePrefix{Prefix: "10.0.0.0/8"}, func() any { return &wirePrefix{} }},
+	} {
+		m := msgOf(t, c.typ, c.v)
+		got := c.into()
+		if err := decode(m, got); err != nil {
+			t.Errorf("%s: %v", msgName(c.typ), err)
+			continue
+		}
+		if want := fmt.Sprintf("%+v", c.v); fmt.Sprintf("%+v", reflectElem(got)) != want {
+			t.Errorf("%s: got %+v, want %s", msgName(c.typ), got, want)
+		}
+		p := m.Payload
+		for name, bad := range map[string][]byte{
+			"unknown field": append(append([]byte{}, p[:len(p)-1]...), []byte(`,"extra":1}`)...),
+			"second value":  append(append([]byte{}, p...), []byte(` {}`)...),
+			"truncated":     p[:len(p)-1],
+			"empty":         nil,
+		} {
+			if err := decode(privsep.Msg{Type: c.typ, Payload: bad}, c.into()); !errors.Is(err, errProtocol) {
+				t.Errorf("%s %s: %v", msgName(c.typ), name, err)
+			}
+		}
+	}
+	if err := (wireFault{Reason: strings.Repeat("x", maxReason+1)}).validate(); !errors.Is(err, errProtocol) {
+		t.Errorf("an oversized fault reason: %v", err)
+	}
+}
+
+func reflectElem(v any) any {
+	switch p := v.(type) {
+	case *wireShutdown:
+		return *p
+	case *wireReady:
+		return *p
+	case *wireOwed:
+		return *p
+	case *wireFault:
+		return *p
+	case *wireExecChannel:
+		return *p
+	case *wireBegin:
+		return *p
+	case *wireEnd:
+		return *p
+	case *wireTarget:
+		return *p
+	case *wirePrefix:
+		return *p
+	}
+	return v
+}
+
+// FuzzControl feeds any payload to the decoders of the messages children
+// send the parent.
+func FuzzControl(f *testing.F) {
+	f.Add(uint8(msgReady), []byte(`{"gen":1}`))
+	f.Add(uint8(msgOwed), []byte(`{"target":1,"owed":true}`))
+	f.Add(uint8(msgFatal), []byte(`{"reason":"x"}`))
+	f.Fuzz(func(t *testing.T, typ uint8, p []byte) {
+		m := privsep.Msg{Type: uint32(typ), Payload: p}
+		var err error
+		switch m.Type {
+		case msgReady:
+			err = decode(m, &wireReady{})
+		case msgOwed:
+			err = decode(m, &wireOwed{})
+		default:
+			var f wireFault
+			if err = decode(m, &f); err == nil {
+				err = f.validate()
+				if err == nil && len(f.Reason) > maxReason {
+					t.Fatalf("a reason of %d bytes passed", len(f.Reason))
+				}
+			}
+		}
+		if err != nil && !errors.Is(err, errProtocol) {
+			t.Fatalf("%v is no protocol violation", err)
+		}
+	})
+}

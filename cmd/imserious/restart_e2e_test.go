@@ -303,6 +303,22 @@ func TestSIGHUPReload(t *testing.T) {
 		t.Errorf("delayed run %q", l)
 	}
 
+	// A new chroot for the network process: a new one is started, and the
+	// exec processes stay.
+	head = fmt.Sprintf("listen = \"127.0.0.1:0\"\n%s%s", daemontest.LogTOML, daemontest.PrivsepTOML(t))
+	m = rewrite(t, d, head+handlerTOML(bob, echoCmd, "")+delayed)
+	if l := reloaded(t, d, m); l.Str("msg") != "configuration in force" {
+		t.Fatalf("reload: %v", l)
+	}
+	newNet := waitChild(t, d, "net", kids["net"].Pid)
+	if p := d.Children()["exec:"+bob]; p.Pid != bobp.Pid {
+		t.Errorf("bob's exec process was replaced by a change of [privsep]")
+	}
+	kids["net"] = newNet
+	if resp := notify(t, notifyURL(d), fmt.Sprintf(body1, bob, 3), nil); resp.StatusCode != 200 {
+		t.Fatalf("bob after the network process changed: %d", resp.StatusCode)
+	}
+
 	// A broken file: every error is logged with its line, nothing changes.
 	m = rewrite(t, d, head+handlerTOML(bob, echoCmd, "delai = \"1s\""))
 	if l := reloaded(t, d, m); l.Str("msg") != "reload failed, the running configuration stays in force" {
