@@ -27,20 +27,23 @@ var CommandPath = "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin:/usr/local/sbin"
 
 // Config is a loaded, validated configuration.
 type Config struct {
-	File              string
-	Listen            string         // "IP:port" or "[IPv6]:port", validated
-	Allow             []netip.Prefix // empty: everyone; bare IPs become /32 or /128, IPv4-mapped ones IPv4
-	Endpoint          string         // default "/notify"
-	MaxConnections    int            // default 8
-	Timeout           time.Duration  // default 5s
-	InsecurePlaintext bool
-	Auth              *Auth // nil when no [auth]
-	TLS               *TLS  // nil when no [tls]
-	Log               Log
-	Privsep           Privsep
-	Handlers          []Handler
+	File               string
+	Listen             string         // "IP:port" or "[IPv6]:port", validated
+	Allow              []netip.Prefix // empty: everyone; bare IPs become /32 or /128, IPv4-mapped ones IPv4
+	Endpoint           string         // default "/notify"
+	MaxConnections     int            // default 8
+	MaxOpenConnections int            // default 1000; beyond it the longest-idle connections are closed
+	MaxOpenPerIP       int            // default 100 (MaxOpenConnections if lower); never above MaxOpenConnections
+	Timeout            time.Duration  // default 5s
+	InsecurePlaintext  bool
+	Auth               *Auth // nil when no [auth]
+	TLS                *TLS  // nil when no [tls]
+	Log                Log
+	Privsep            Privsep
+	Handlers           []Handler
 
-	src *source // where each key was written, for Resolve's messages
+	src      *source // where each key was written, for Resolve's messages
+	warnings Errors  // filled by Resolve
 }
 
 // Auth holds HTTP Basic credentials.

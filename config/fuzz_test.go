@@ -44,6 +44,7 @@ func FuzzParse(f *testing.F) {
 		}
 		// What the rest of the daemon relies on.
 		if c.Timeout <= 0 || c.MaxConnections < 1 || !strings.HasPrefix(c.Endpoint, "/") ||
+			c.MaxOpenPerIP < 1 || c.MaxOpenPerIP > c.MaxOpenConnections ||
 			!filepath.IsAbs(c.Privsep.Chroot) || c.Privsep.User == "" {
 			t.Fatalf("invalid config accepted: %+v", c)
 		}

@@ -32,6 +32,14 @@ const (
 	DefaultLimitBurst     = 1
 	DefaultCommandTimeout = 10 * time.Minute
 
+	DefaultMaxOpenConnections = 1000
+	DefaultMaxOpenPerIP       = 100
+
+	// MaxOpenLimit bounds max_open_connections and max_open_per_ip: each
+	// open connection is a descriptor, and no system gives a process more
+	// than about a million, so a larger value is a typo, not a policy.
+	MaxOpenLimit = 1 << 20
+
 	// MaxConnectionsLimit bounds max_connections: each slot may hold a
 	// 64 KiB body and a goroutine, and a mail server's push traffic never
 	// needs thousands at once.
@@ -54,8 +62,8 @@ type tableSpec struct {
 
 var (
 	topSpec = tableSpec{"the top level",
-		[]string{"listen", "allow", "endpoint", "max_connections", "timeout", "insecure_plaintext", "auth", "tls", "log", "privsep", "handler"},
-		map[string]string{"maxconnections": "max_connections", "insecureplaintext": "insecure_plaintext"}}
+		[]string{"listen", "allow", "endpoint", "max_connections", "max_open_connections", "max_open_per_ip", "timeout", "insecure_plaintext", "auth", "tls", "log", "privsep", "handler"},
+		map[string]string{"maxconnections": "max_connections", "maxopenconnections": "max_open_connections", "maxopenperip": "max_open_per_ip", "insecureplaintext": "insecure_plaintext"}}
 	authSpec    = tableSpec{"[auth]", []string{"user", "pass"}, nil}
 	tlsSpec     = tableSpec{"[tls]", []string{"cert", "key", "periodic_reload"}, map[string]string{"periodicreload": "periodic_reload"}}
 	logSpec     = tableSpec{"[log]", []string{"max_level", "format", "ansi", "timestamp", "target", "level"}, map[string]string{"maxlevel": "max_level"}}
@@ -404,6 +412,9 @@ func (p *parser) config(raw map[string]any) *Config {
 		Timeout:        DefaultTimeout,
 		Log:            Log{MaxLevel: DefaultMaxLevel, Format: DefaultFormat},
 		Privsep:        Privsep{User: DefaultPrivsepUser, Chroot: DefaultChroot},
+
+		MaxOpenConnections: DefaultMaxOpenConnections,
+		MaxOpenPerIP:       DefaultMaxOpenPerIP,
 	}
 	top := p.table(&topSpec, nil, raw)
 
@@ -438,6 +449,7 @@ func (p *parser) config(raw map[string]any) *Config {
 			c.MaxConnections = n
 		}
 	}
+	p.openLimits(top, c)
 	if e, ok := top["timeout"]; ok {
 		if d, ok := p.duration(e); ok {
 			c.Timeout = d
@@ -474,6 +486,38 @@ func (p *parser) config(raw map[string]any) *Config {
 		p.errorf(path, "%s is not a loopback address and there is no [tls]: add a [tls] table with cert and key, or set insecure_plaintext = true to serve plain HTTP on the network", c.Listen)
 	}
 	return c
+}
+
+// openLimits reads max_open_connections and max_open_per_ip. A per-address
+// limit above the total could never be reached, which says the operator
+// meant something else; so it is an error when written, and the default
+// of 100 shrinks to fit a total written below it rather than turning a
+// small max_open_connections alone into an error.
+func (p *parser) openLimits(top map[string]entry, c *Config) {
+	total, totalSet := top["max_open_connections"]
+	if totalSet {
+		n, ok := p.integer(total, 1, MaxOpenLimit)
+		if !ok {
+			return // reported; comparing with it would only add noise
+		}
+		c.MaxOpenConnections = n
+	}
+	perIP, ok := top["max_open_per_ip"]
+	if !ok {
+		c.MaxOpenPerIP = min(c.MaxOpenPerIP, c.MaxOpenConnections)
+		return
+	}
+	n, ok := p.integer(perIP, 1, MaxOpenLimit)
+	if !ok || n <= c.MaxOpenConnections {
+		c.MaxOpenPerIP = n
+		return
+	}
+	what := fmt.Sprintf("max_open_connections (%d, the default)", c.MaxOpenConnections)
+	if totalSet {
+		line, key := p.src.where(total.path)
+		what = fmt.Sprintf("%s (%d, line %d)", key, c.MaxOpenConnections, line)
+	}
+	p.errorf(perIP.path, "%d is more than %s: one address could never open that many; lower it or raise max_open_connections", n, what)
 }
 
 func checkEndpoint(s string) error {

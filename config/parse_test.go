@@ -44,13 +44,15 @@ func parseErrors(t *testing.T, src string) Errors {
 func TestDefaults(t *testing.T) {
 	c := mustParse(t, "[[handler]]\nuser = \"alice\"\ncommand = \"true\"\n")
 	want := &Config{
-		File:           testFile,
-		Listen:         "127.0.0.1:12525",
-		Endpoint:       "/notify",
-		MaxConnections: 8,
-		Timeout:        5 * time.Second,
-		Log:            Log{MaxLevel: "info", Format: "full"},
-		Privsep:        Privsep{User: "_imserious", Chroot: "/var/empty"},
+		File:               testFile,
+		Listen:             "127.0.0.1:12525",
+		Endpoint:           "/notify",
+		MaxConnections:     8,
+		Timeout:            5 * time.Second,
+		Log:                Log{MaxLevel: "info", Format: "full"},
+		Privsep:            Privsep{User: "_imserious", Chroot: "/var/empty"},
+		MaxOpenConnections: 1000,
+		MaxOpenPerIP:       100,
 		Handlers: []Handler{{
 			Line:           1,
 			User:           "alice",
@@ -81,19 +83,21 @@ func TestFull(t *testing.T) {
 	c := mustParse(t, string(data))
 	pfx := netip.MustParsePrefix
 	want := &Config{
-		File:              testFile,
-		Listen:            "[::1]:12526",
-		Allow:             []netip.Prefix{pfx("127.0.0.1/32"), pfx("10.0.0.0/8"), pfx("192.168.1.0/24"), pfx("2001:db8::/32")},
-		Endpoint:          "/push",
-		MaxConnections:    16,
-		Timeout:           10 * time.Second,
-		InsecurePlaintext: true,
-		Auth:              &Auth{User: "dovecot", Pass: "s3cret pass"},
-		TLS:               &TLS{Cert: "/etc/certs/fullchain.pem", Key: "/etc/ssl/private/imserious.key", PeriodicReload: 24 * time.Hour},
-		Log:               Log{MaxLevel: "debug", Format: "json", ANSI: true, Timestamp: true, Target: true, Level: true},
-		Privsep:           Privsep{User: "_imse", Chroot: "/var/empty/imserious"},
+		File:               testFile,
+		Listen:             "[::1]:12526",
+		Allow:              []netip.Prefix{pfx("127.0.0.1/32"), pfx("10.0.0.0/8"), pfx("192.168.1.0/24"), pfx("2001:db8::/32")},
+		Endpoint:           "/push",
+		MaxConnections:     16,
+		MaxOpenConnections: 500,
+		MaxOpenPerIP:       50,
+		Timeout:            10 * time.Second,
+		InsecurePlaintext:  true,
+		Auth:               &Auth{User: "dovecot", Pass: "s3cret pass"},
+		TLS:                &TLS{Cert: "/etc/certs/fullchain.pem", Key: "/etc/ssl/private/imserious.key", PeriodicReload: 24 * time.Hour},
+		Log:                Log{MaxLevel: "debug", Format: "json", ANSI: true, Timestamp: true, Target: true, Level: true},
+		Privsep:            Privsep{User: "_imse", Chroot: "/var/empty/imserious"},
 		Handlers: []Handler{{
-			Line:           30,
+			Line:           32,
 			User:           "alice",
 			Event:          "MessageNew",
 			Command:        []string{"/usr/local/bin/fdm", "-a", "my account", "fetch"},
@@ -106,7 +110,7 @@ func TestFull(t *testing.T) {
 			CommandTimeout: 30 * time.Minute,
 			IP:             []netip.Prefix{pfx("192.0.2.1/32"), pfx("198.51.100.7/32"), pfx("2001:db8::/48")},
 		}, {
-			Line:           46,
+			Line:           48,
 			User:           "bob@example.org",
 			Event:          "FlagsSet",
 			Command:        []string{"notify-send", "--app-name=imserious", "new mail"},
@@ -184,6 +188,8 @@ func TestTLSRelativePaths(t *testing.T) {
 func TestAliases(t *testing.T) {
 	c := mustParse(t, `
 maxconnections = 9
+maxopenconnections = 300
+maxopenperip = 30
 insecureplaintext = true
 listen = "0.0.0.0:1"
 [tls]
@@ -201,7 +207,7 @@ commandtimeout = "2m"
 runas = "nobody"
 `)
 	h := c.Handlers[0]
-	if c.MaxConnections != 9 || !c.InsecurePlaintext || c.TLS.PeriodicReload != time.Hour || c.Log.MaxLevel != "trace" ||
+	if c.MaxConnections != 9 || c.MaxOpenConnections != 300 || c.MaxOpenPerIP != 30 || !c.InsecurePlaintext || c.TLS.PeriodicReload != time.Hour || c.Log.MaxLevel != "trace" ||
 		h.LimitPeriod != time.Minute || h.LimitBurst != 4 || h.CommandTimeout != 2*time.Minute || h.RunAs != "nobody" {
 		t.Errorf("aliases not applied: %+v %+v", c, h)
 	}
@@ -263,12 +269,31 @@ func TestAcceptedValues(t *testing.T) {
 		`allow = []`,
 		`endpoint = "/"`,
 		`max_connections = 4096`,
+		"max_open_connections = 1\nmax_open_per_ip = 1",
+		`max_open_per_ip = 1000`, // the default total
 		"[log]\nmax_level = \"WARN\"\nformat = \"Pretty\"",
 		"[privsep]\nchroot = \"/var/empty/\"",
 		"[[handler]]\nuser = \"u\"\ncommand = \"true\"\nlimit_burst = 1\n[handler.env]\nlowercase_ok = \"x\"\n_X1 = \"\"",
 	} {
 		if _, err := Parse(testFile, []byte(src)); err != nil {
 			t.Errorf("Parse(%q):\n%v", src, err)
+		}
+	}
+}
+
+// TestOpenLimits: the per-address default shrinks to a total written
+// below it, rather than making that total alone an error.
+func TestOpenLimits(t *testing.T) {
+	for src, want := range map[string][2]int{
+		"":                            {1000, 100},
+		"max_open_connections = 50":   {50, 50},
+		"max_open_connections = 5000": {5000, 100},
+		"max_open_per_ip = 7":         {1000, 7},
+		"max_open_connections = 8\nmax_open_per_ip = 8": {8, 8},
+	} {
+		c := mustParse(t, src)
+		if got := [2]int{c.MaxOpenConnections, c.MaxOpenPerIP}; got != want {
+			t.Errorf("%q: max_open_connections, max_open_per_ip = %v, want %v", src, got, want)
 		}
 	}
 }
@@ -379,6 +404,18 @@ func TestErrors(t *testing.T) {
 		{"max_connections 0", "max_connections = 0", 1, "max_connections", "0 is out of range (1 to 4096)"},
 		{"max_connections negative", "max_connections = -1", 1, "max_connections", "out of range"},
 		{"max_connections huge", "max_connections = 5000", 1, "max_connections", "out of range"},
+
+		// max_open_connections, max_open_per_ip
+		{"max_open_connections 0", "max_open_connections = 0", 1, "max_open_connections", "0 is out of range (1 to 1048576)"},
+		{"max_open_per_ip 0", "\nmax_open_per_ip = 0", 2, "max_open_per_ip", "0 is out of range (1 to 1048576)"},
+		{"max_open_per_ip string", "max_open_per_ip = \"5\"", 1, "max_open_per_ip", "expected an integer, found a string"},
+		{"max_open_connections huge", "maxopenconnections = 1048577", 1, "maxopenconnections", "out of range"},
+		{"both max_open_connections", "max_open_connections = 5\nmaxopenconnections = 5", 2, "maxopenconnections", `alias of "max_open_connections", which is also set`},
+		{"both max_open_per_ip", "maxopenperip = 5\nmax_open_per_ip = 5", 1, "maxopenperip", "alias"},
+		{"per ip above total", "max_open_connections = 100\nmax_open_per_ip = 101", 2, "max_open_per_ip",
+			"101 is more than max_open_connections (100, line 1): one address could never open that many; lower it or raise max_open_connections"},
+		{"per ip above default total", "\nmaxopenperip = 1001", 2, "maxopenperip", "1001 is more than max_open_connections (1000, the default)"},
+		{"per ip above aliased total", "maxopenconnections = 10\nmax_open_per_ip = 11", 2, "max_open_per_ip", "more than maxopenconnections (10, line 1)"},
 		{"timeout zero", "timeout = \"0s\"", 1, "timeout", "must be greater than zero"},
 		{"timeout negative", "timeout = \"-5s\"", 1, "timeout", "expected a number"},
 		{"timeout no unit", "timeout = \"5\"", 1, "timeout", "missing unit"},

@@ -19,10 +19,17 @@ import (
 // it looks at the system the configuration names and loads the TLS pair.
 // root says whether the daemon runs as root, which decides whose accounts
 // commands run as (spec §5). It fills Handler.Account and Handler.Path and
-// returns Errors with every problem found. It changes nothing on the system (a missing chroot
-// is created by the daemon at start, not here).
+// returns Errors with every problem found, among them a command that
+// someone other than root and its account could replace. It changes
+// nothing on the system (a missing chroot is created by the daemon at
+// start, not here).
+//
+// What is unsafe but works (a password or key others can read) is not an
+// error: Resolve leaves it in Warnings, for -n and start-up to show.
 func (c *Config) Resolve(root bool) error {
-	r := &resolver{c: c, accounts: map[string]memo[privsep.Account]{}, commands: map[string]memo[string]{}}
+	c.warnings = nil
+	r := &resolver{c: c, accounts: map[string]memo[privsep.Account]{}, commands: map[string]memo[string]{},
+		trust: map[trustKey]string{}}
 	if root {
 		r.rootAccounts()
 		r.privsepUser()
@@ -36,6 +43,11 @@ func (c *Config) Resolve(root bool) error {
 	if c.TLS != nil {
 		r.tlsPair()
 	}
+	if c.Auth != nil && c.Auth.Pass != "" {
+		r.passFile()
+	}
+	sortErrors(r.warns)
+	c.warnings = r.warns
 	if len(r.errs) == 0 {
 		return nil
 	}
@@ -44,8 +56,9 @@ func (c *Config) Resolve(root bool) error {
 }
 
 type resolver struct {
-	c    *Config
-	errs Errors
+	c     *Config
+	errs  Errors
+	warns Errors
 
 	// Lookups by name, each done once per Resolve: a site with 10,000
 	// handlers over one account and one program pays one read of the
@@ -54,6 +67,12 @@ type resolver struct {
 	// account sees the same answer.
 	accounts map[string]memo[privsep.Account]
 	commands map[string]memo[string]
+	trust    map[trustKey]string // untrusted's answer
+}
+
+type trustKey struct {
+	path string
+	uid  int
 }
 
 // memo is one remembered lookup, failures included.
@@ -89,6 +108,23 @@ func (r *resolver) lookCommand(name string) (string, error) {
 func (r *resolver) errorf(path []string, cause error, format string, args ...any) {
 	line, key := r.c.src.where(path)
 	r.errs = append(r.errs, &Error{File: r.c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...), err: cause})
+}
+
+func (r *resolver) warnf(path []string, format string, args ...any) {
+	line, key := r.c.src.where(path)
+	r.warns = append(r.warns, &Error{File: r.c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Warnings returns what the last Resolve found unsafe but not wrong, one
+// line each, located like errors and saying what to do:
+//
+//	/etc/imserious.toml:9: auth.pass: /etc/imserious.toml holds the password and is readable by others (mode 0644): run chmod 600 /etc/imserious.toml
+func (c *Config) Warnings() []string {
+	out := make([]string, len(c.warnings))
+	for i, w := range c.warnings {
+		out[i] = w.Error()
+	}
+	return out
 }
 
 func handlerPath(i int, key string) []string {
@@ -254,6 +290,22 @@ func (r *resolver) command(i int) {
 		return
 	}
 	h.Path = p
+	// Security: whoever can replace the program runs code as the
+	// account, so it must be root's or the account's alone (untrusted).
+	// An account that did not resolve is reported already; whom to trust
+	// besides root is not known without it.
+	if h.Account.Name == "" {
+		return
+	}
+	k := trustKey{p, h.Account.UID}
+	why, ok := r.trust[k]
+	if !ok {
+		why = untrusted(p, h.Account)
+		r.trust[k] = why
+	}
+	if why != "" {
+		r.errorf(handlerPath(i, "command"), nil, "command %s is not safe to run as %q: %s", p, h.Account.Name, why)
+	}
 }
 
 // lookCommand finds name as exec will: an absolute path as is, a bare name
@@ -302,6 +354,9 @@ func checkExecutable(p string) error {
 func (r *resolver) tlsPair() {
 	certOK := r.tlsFile([]string{"tls", "cert"}, r.c.TLS.Cert)
 	keyOK := r.tlsFile([]string{"tls", "key"}, r.c.TLS.Key)
+	if keyOK {
+		r.secretFile([]string{"tls", "key"}, r.c.TLS.Key, 0o044, "the private key")
+	}
 	if !certOK || !keyOK {
 		return
 	}
@@ -338,4 +393,27 @@ func (r *resolver) tlsFile(path []string, name string) bool {
 		return false
 	}
 	return true
+}
+
+// passFile warns when the configuration holding [auth] pass is readable by
+// others. Group is let be: a root:wheel 0640 file is a common choice, and
+// the group is the operator's.
+func (r *resolver) passFile() {
+	if r.c.File == "" {
+		return
+	}
+	r.secretFile([]string{"auth", "pass"}, r.c.File, 0o004, "the password")
+}
+
+// secretFile warns when a file holding what is named is readable by the
+// classes in mask (0o040 group, 0o004 others).
+//
+// Security: a warning, not an error, as the daemon still works and what
+// to do is a chmod away; the message says which.
+func (r *resolver) secretFile(path []string, name string, mask fs.FileMode, what string) {
+	mode, who, err := exposed(name, mask)
+	if err != nil || who == 0 {
+		return // unreadable files are errors elsewhere, or not ours (Parse of bytes)
+	}
+	r.warnf(path, "%s holds %s and is readable by %s (mode %s): run chmod 600 %s", name, what, readers(who), octal(mode), name)
 }

@@ -17,10 +17,11 @@ import (
 
 // testBin makes a private CommandPath: bin/mycmd (executable), bin/noexec
 // (not executable), bin/adir (a directory), bin2/second (executable), and
-// a relative entry that must be ignored.
+// a relative entry that must be ignored. They are in safe directories, as
+// Resolve refuses commands others could replace.
 func testBin(t *testing.T) (bin, bin2 string) {
 	t.Helper()
-	bin, bin2 = t.TempDir(), t.TempDir()
+	bin, bin2 = safeDir(t), safeDir(t)
 	write := func(p string, mode os.FileMode) {
 		if err := os.WriteFile(p, []byte("#!/bin/sh\nexit 0\n"), mode); err != nil {
 			t.Fatal(err)
@@ -85,6 +86,12 @@ func checkErrors(t *testing.T, es Errors, want []wantErr) {
 
 func TestResolveRoot(t *testing.T) {
 	bin, bin2 := testBin(t)
+	for _, name := range []string{"daemon", "bin"} {
+		if why := untrusted(bin, lookup(t, name)); why != "" {
+			// Only root can make a directory that only root can write.
+			t.Skipf("needs root: commands for %q must be in a directory only root or %q can write: %s", name, name, why)
+		}
+	}
 	dir := t.TempDir()
 	c := mustParse(t, fmt.Sprintf(`
 [privsep]

@@ -14,7 +14,7 @@ import (
 // returns its absolute path: Resolve stats it as it would the real one.
 func fdm(tb testing.TB) string {
 	tb.Helper()
-	p := filepath.Join(tb.TempDir(), "fdm")
+	p := filepath.Join(safeDir(tb), "fdm")
 	if err := os.WriteFile(p, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
 		tb.Fatal(err)
 	}

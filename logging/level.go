@@ -1,8 +1,9 @@
 // Package logging owns the daemon's log output: a log/slog handler that
 // writes one whole line per record (every process shares one stdout), names
 // the process that wrote it, and escapes untrusted values so that a log
-// line can be neither split nor forged; and the choice of level from the
-// configuration, -d and IMSERIOUS_LOG.
+// line can be neither split nor forged; the choice of level from the
+// configuration, -d and IMSERIOUS_LOG; and the Limiter that keeps repeated
+// lines from flooding the log.
 package logging
 
 import (

@@ -167,6 +167,13 @@ func parsePair(certPEM, keyPEM []byte) (tls.Certificate, error) {
 		}
 	}
 	keys, err := pemBlocks(keyPEM, func(t string) bool { return t == "PRIVATE KEY" || strings.HasSuffix(t, " PRIVATE KEY") })
+	// Only counted: the decoded key must not linger until the garbage
+	// collector reuses its memory (see Store.Set).
+	defer func() {
+		for _, b := range keys {
+			clear(b.Bytes)
+		}
+	}()
 	if err != nil {
 		return tls.Certificate{}, &FileError{Role: RoleKey, Err: err}
 	}

@@ -20,12 +20,21 @@ var errEmpty = errors.New("tlsreload: no certificate yet")
 
 // Set decodes a payload made by EncodePair, parses and checks the pair
 // again, and makes it the certificate new handshakes get. On error the
-// current certificate stays.
+// current certificate stays. Set clears payload before it returns, on
+// success and on error alike: the caller must not use it afterwards.
 //
 // Security: the payload comes over a socket from another process; it is
 // decoded strictly and checked as completely as Load checks the files, so
-// a malformed or mismatched pair is refused rather than served.
+// a malformed or mismatched pair is refused rather than served. It holds
+// the private key, and the network process keeps no copy of the key but
+// the parsed one in the tls.Certificate crypto/tls serves: the PEM is
+// wiped here, and the DER blocks parsePair decodes are wiped there. What
+// Go leaves beyond reach, until the garbage collector reuses the memory:
+// the DER copy tls.X509KeyPair decodes internally, the intermediate
+// values of the key's parsing, and whatever buffer the payload was read
+// into before the caller got it (the privsep receive buffer).
 func (s *Store) Set(payload []byte) (*tls.Certificate, error) {
+	defer clear(payload)
 	certPEM, keyPEM, err := DecodePair(payload)
 	if err != nil {
 		return nil, err

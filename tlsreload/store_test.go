@@ -2,9 +2,13 @@ package tlsreload
 
 import (
 	"bufio"
+	"bytes"
+	"crypto"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 
@@ -70,7 +74,7 @@ func TestStoreConcurrent(t *testing.T) {
 	ca := tlstest.NewCA(t)
 	pairs := [][]byte{encode(t, ca.Issue(t, tlstest.Options{})), encode(t, ca.Issue(t, tlstest.Options{}))}
 	var s Store
-	if _, err := s.Set(pairs[0]); err != nil {
+	if _, err := s.Set(bytes.Clone(pairs[0])); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -95,7 +99,7 @@ func TestStoreConcurrent(t *testing.T) {
 		}()
 	}
 	for i := range 200 {
-		if _, err := s.Set(pairs[i%2]); err != nil {
+		if _, err := s.Set(bytes.Clone(pairs[i%2])); err != nil { // Set clears it
 			t.Fatal(err)
 		}
 	}
@@ -203,5 +207,41 @@ func TestStoreServes(t *testing.T) {
 	if c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: ca.Pool(), MaxVersion: tls.VersionTLS11}); err == nil {
 		c.Close()
 		t.Errorf("TLS 1.1 handshake succeeded")
+	}
+}
+
+// TestStoreSetClearsPayload: the network process keeps no copy of the key
+// PEM once Set has parsed it, whether the pair was taken or refused, and
+// what it serves still works: the parsed key is independent of the bytes.
+func TestStoreSetClearsPayload(t *testing.T) {
+	ca := tlstest.NewCA(t)
+	a, b := ca.Issue(t, tlstest.Options{}), ca.Issue(t, tlstest.Options{})
+	zero := func(p []byte) bool { return !slices.ContainsFunc(p, func(c byte) bool { return c != 0 }) }
+	var s Store
+	for name, p := range map[string][]byte{
+		"accepted":       encode(t, a),
+		"mismatched":     encode(t, &tlstest.Leaf{CertPEM: b.CertPEM, KeyPEM: a.KeyPEM}),
+		"trailing bytes": append(encode(t, b), 0xff),
+	} {
+		_, keyPEM, err := DecodePair(bytes.TrimSuffix(p, []byte{0xff}))
+		if err != nil || !bytes.Contains(keyPEM, []byte("PRIVATE KEY")) {
+			t.Fatalf("%s: the test payload holds no key: %v", name, err)
+		}
+		_, err = s.Set(p)
+		if (err == nil) != (name == "accepted") {
+			t.Errorf("%s: Set = %v", name, err)
+		}
+		if !zero(keyPEM) || !zero(p) {
+			t.Errorf("%s: the payload is not cleared after Set (key PEM cleared: %v)", name, zero(keyPEM))
+		}
+	}
+	// Handshakes still sign with the key parsed from the cleared bytes.
+	c, err := s.GetCertificate(nil)
+	if err != nil || c.Leaf.SerialNumber.Cmp(a.Cert.SerialNumber) != 0 {
+		t.Fatalf("serving %v, %v; want A", c, err)
+	}
+	sig, err := c.PrivateKey.(crypto.Signer).Sign(rand.Reader, make([]byte, 32), crypto.SHA256)
+	if err != nil || len(sig) == 0 {
+		t.Errorf("the served key cannot sign after its PEM was cleared: %v", err)
 	}
 }
