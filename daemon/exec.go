@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/exec"
+	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
 )
 
@@ -20,6 +22,9 @@ type execProc struct {
 	ctl  *privsep.Conn
 	log  *slog.Logger
 	x    *exec.Exec
+	// unmatched limits the warn lines about events no handler takes: a
+	// compromised network process could send any number of them.
+	unmatched *logging.Limiter
 }
 
 // RunExec is the exec process of one account: it drops to the account,
@@ -28,7 +33,8 @@ type execProc struct {
 // for.
 func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 	proc := "exec[" + name + "]"
-	e := &execProc{name: name, ctl: ctl, log: slog.New(slog.DiscardHandler)}
+	e := &execProc{name: name, ctl: ctl, log: slog.New(slog.DiscardHandler),
+		unmatched: logging.NewLimiter(time.Minute, 1, nil)}
 	var (
 		st      stream
 		pending *execConfig
@@ -232,7 +238,8 @@ func (e *execProc) netMsg(m privsep.Msg) error {
 			return fmt.Errorf("invalid event: %w: %w", errProtocol, err)
 		}
 		if n := e.x.Deliver(ev, remote); n == 0 {
-			e.log.Warn("event from the network process matches no handler", "user", ev.User, "event", ev.Event, "peer", remote.String())
+			e.unmatched.Log(context.Background(), e.log, slog.LevelWarn, ev.User+"\x00"+ev.Event,
+				"event from the network process matches no handler", "user", ev.User, "event", ev.Event, "peer", remote.String())
 		}
 	}
 	return nil

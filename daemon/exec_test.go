@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
 )
 
@@ -249,4 +251,49 @@ func TestReportFatal(t *testing.T) {
 	if err := decode(m, &f); err != nil || !strings.Contains(f.Reason, "without configuration") {
 		t.Errorf("fatal %q: %v", m.Payload, err)
 	}
+}
+
+// What a compromised network process can send: 100,000 forged events for
+// users no handler has leave a bounded log, run nothing, and the channel
+// goes on; a forged event for a configured user runs only its command.
+func TestExecForgedFrames(t *testing.T) {
+	x := startExec(t, oneHandler)
+	const forged = 100000
+	sent := make(chan error, 1)
+	go func() {
+		for i := range forged {
+			b := encodeEvent(netip.MustParseAddrPort("127.0.0.1:4000"), []byte(body(fmt.Sprintf("u%06d", i), "")))
+			if err := x.net.Send(msgEvent, b); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- x.net.Send(msgEvent, encodeEvent(netip.MustParseAddrPort("127.0.0.1:4000"), []byte(goodBody)))
+	}()
+	warns, started := 0, 0
+	for line := range x.lines {
+		switch {
+		case strings.Contains(line, "matches no handler"):
+			warns++
+		case strings.Contains(line, `"command started"`):
+			started++
+			if !strings.Contains(line, `"path":"/bin/true"`) || !strings.Contains(line, `"user":"alice"`) {
+				t.Errorf("a command that is not configured: %s", line)
+			}
+		}
+		if strings.Contains(line, `"command exited"`) {
+			break
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d forged events gave %d warn lines", forged, warns)
+	if warns == 0 || warns > 2*logging.LimitTotal {
+		t.Errorf("%d warn lines for %d forged events", warns, forged)
+	}
+	if started != 1 {
+		t.Errorf("%d commands started, want 1", started)
+	}
+	x.shutdown(t)
 }
