@@ -206,7 +206,7 @@ func TestResolveUntrustedCommand(t *testing.T) {
 			mkdir(t, dir, 0o755)
 			cmd, msg := tc.setup(t, dir)
 			c := mustParse(t, fmt.Sprintf("[privsep]\nuser = \"nobody\"\nchroot = %q\n[[handler]]\nuser = %q\ncommand = %q\n",
-				filepath.Join(tmp, "missing"), acct.Name, cmd))
+				filepath.Join(safeDir(t), "missing"), acct.Name, cmd))
 			err := c.Resolve(root)
 			if msg == "" {
 				if err != nil {
@@ -231,7 +231,7 @@ func TestResolveUntrustedPerAccount(t *testing.T) {
 	p := writeProg(t, filepath.Join(safeDir(t), "prog"))
 	chown(t, p, daemon.UID)
 	h := func(user string) string { return fmt.Sprintf("[[handler]]\nuser = %q\ncommand = %q\n", user, p) }
-	c := mustParse(t, fmt.Sprintf("[privsep]\nuser = \"nobody\"\nchroot = %q\n", filepath.Join(t.TempDir(), "missing"))+
+	c := mustParse(t, fmt.Sprintf("[privsep]\nuser = \"nobody\"\nchroot = %q\n", filepath.Join(safeDir(t), "missing"))+
 		h("daemon")+h("bin")+h("daemon")+h("bin"))
 	why := fmt.Sprintf("%s is owned by uid %d, not root or %q", p, daemon.UID, bin.Name)
 	checkErrors(t, resolveErrors(t, c, true), []wantErr{{9, "handler[2].command", why}, {15, "handler[4].command", why}})

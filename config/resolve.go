@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -241,38 +240,12 @@ func (r *resolver) chroot() {
 		r.errorf(path, nil, "%q is not an absolute path", dir)
 		return
 	}
-	fi, err := os.Lstat(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return // the daemon creates it, root-owned 0755, when it starts
-	case err != nil:
-		r.errorf(path, err, "cannot check %s: %v", dir, err)
-		return
-	case fi.Mode()&fs.ModeSymlink != 0:
-		r.errorf(path, nil, "%s is a symbolic link: name the directory itself", dir)
-		return
-	case !fi.IsDir():
-		r.errorf(path, nil, "%s is not a directory", dir)
-		return
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		r.errorf(path, nil, "%s is writable by group or others (mode %04o): run chmod go-w %s", dir, fi.Mode().Perm(), dir)
-	}
-	if uid, ok := fileOwner(fi); ok && uid != 0 {
-		r.errorf(path, nil, "%s is owned by uid %d, not root: run chown root %s", dir, uid, dir)
-	}
-	f, err := os.Open(dir)
-	if err != nil {
-		r.errorf(path, err, "cannot read %s: %v", dir, err)
-		return
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(1)
-	switch {
-	case err == nil && len(names) > 0:
-		r.errorf(path, nil, "%s is not empty (it holds %q): the network process's chroot must be an empty directory", dir, names[0])
-	case err != nil && err != io.EOF:
-		r.errorf(path, err, "cannot read %s: %v", dir, err)
+	// The rule the daemon applies when it opens the directory: every
+	// component from / down root-owned, not writable by group or others,
+	// no symbolic link, the directory itself empty (or missing: it is
+	// created at start). One home for it, in privsep.
+	if err := privsep.CheckChroot(dir); err != nil {
+		r.errorf(path, err, "%v", err)
 	}
 }
 

@@ -92,7 +92,7 @@ func TestResolveRoot(t *testing.T) {
 			t.Skipf("needs root: commands for %q must be in a directory only root or %q can write: %s", name, name, why)
 		}
 	}
-	dir := t.TempDir()
+	chroot := filepath.Join(safeDir(t), "missing")
 	c := mustParse(t, fmt.Sprintf(`
 [privsep]
 user = "nobody"
@@ -111,7 +111,7 @@ command = %q
 user = "daemon"
 event = "MessageRead"
 command = ["second"]
-`, filepath.Join(dir, "missing"), filepath.Join(bin, "..", filepath.Base(bin), "mycmd")))
+`, chroot, filepath.Join(bin, "..", filepath.Base(bin), "mycmd")))
 	if err := c.Resolve(true); err != nil {
 		t.Fatalf("Resolve(true):\n%v", err)
 	}
@@ -137,7 +137,7 @@ command = ["second"]
 		t.Errorf("Accounts() = %+v, want daemon then bin", accts)
 	}
 	// Resolve must not create the chroot: the daemon does, when it starts.
-	if _, err := os.Lstat(filepath.Join(dir, "missing")); err == nil {
+	if _, err := os.Lstat(chroot); err == nil {
 		t.Errorf("Resolve created the chroot")
 	}
 }
@@ -151,7 +151,7 @@ func TestResolveRootErrors(t *testing.T) {
 		t.Skip("needs root: the chroot it checks must be owned by root")
 	}
 	bin, _ := testBin(t)
-	chroot := t.TempDir()
+	chroot := safeDir(t)
 	if err := os.WriteFile(filepath.Join(chroot, "stray"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ command = "noexec"
 
 func TestResolvePrivsepUser(t *testing.T) {
 	testBin(t)
-	chroot := filepath.Join(t.TempDir(), "missing")
+	chroot := filepath.Join(safeDir(t), "missing")
 	for _, tc := range []struct{ user, msg string }{
 		{"imse_no_such_user", `account "imse_no_such_user" does not exist; create it, e.g. "useradd -r -d /var/empty -s /usr/sbin/nologin imse_no_such_user" (Linux) or "useradd -d /var/empty -s /sbin/nologin imse_no_such_user" (BSD)`},
 		{"root", `account "root" has uid 0`},
@@ -285,7 +285,7 @@ func TestResolveChroot(t *testing.T) {
 			if tc.needRoot && !root {
 				t.Skip("needs root: the check depends on a root-owned directory")
 			}
-			p := filepath.Join(t.TempDir(), "chroot")
+			p := filepath.Join(safeDir(t), "chroot")
 			tc.setup(t, p)
 			c := mustParse(t, fmt.Sprintf("[privsep]\nuser = \"nobody\"\nchroot = %q\n", p))
 			err := c.Resolve(true)
@@ -431,7 +431,7 @@ command = "mycmd"
 user = "someone"
 run_as = "imse_t_cfg2"
 command = "mycmd"
-`, filepath.Join(t.TempDir(), "missing"))
+`, filepath.Join(safeDir(t), "missing"))
 	c := mustParse(t, src)
 	if err := c.Resolve(true); err != nil {
 		t.Fatalf("Resolve: %v", err)
@@ -498,7 +498,7 @@ func TestResolveGID0(t *testing.T) {
 	}
 	testBin(t)
 	useradd(t, "imse_t_gid0", "-g", "0")
-	chroot := filepath.Join(t.TempDir(), "missing")
+	chroot := filepath.Join(safeDir(t), "missing")
 	c := mustParse(t, fmt.Sprintf(`[privsep]
 user = "nobody"
 chroot = %q

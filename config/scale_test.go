@@ -56,7 +56,7 @@ func BenchmarkLoadResolve10000(b *testing.B) {
 	acct, root := scaleAccount(b)
 	dir := b.TempDir()
 	file := filepath.Join(dir, "imserious.toml")
-	if err := os.WriteFile(file, scaleConfig(fdm(b), filepath.Join(dir, "missing"), 10000, []string{acct}), 0o600); err != nil {
+	if err := os.WriteFile(file, scaleConfig(fdm(b), filepath.Join(safeDir(b), "missing"), 10000, []string{acct}), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
@@ -78,7 +78,7 @@ func TestLoadResolve10000(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "imserious.toml")
 	prog := fdm(t)
-	if err := os.WriteFile(file, scaleConfig(prog, filepath.Join(dir, "missing"), 10000, []string{acct}), 0o600); err != nil {
+	if err := os.WriteFile(file, scaleConfig(prog, filepath.Join(safeDir(t), "missing"), 10000, []string{acct}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c, err := Load(file)
@@ -117,7 +117,7 @@ func BenchmarkLoadResolve1000Over100(b *testing.B) {
 	}
 	dir := b.TempDir()
 	file := filepath.Join(dir, "imserious.toml")
-	if err := os.WriteFile(file, scaleConfig(fdm(b), filepath.Join(dir, "missing"), 1000, names), 0o600); err != nil {
+	if err := os.WriteFile(file, scaleConfig(fdm(b), filepath.Join(safeDir(b), "missing"), 1000, names), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {

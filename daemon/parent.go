@@ -840,6 +840,9 @@ func (s *supervisor) reload(reason string) {
 		fail(err)
 		return
 	}
+	for _, w := range nc.Warnings() {
+		s.log.Warn(w)
+	}
 	var drop *wireDrop
 	if s.p.Root {
 		if drop, err = dropFor(nc); err != nil {

@@ -99,6 +99,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "warning: tls: certificate %s expires in %s\n", pair.CertFile, tlsreload.Approx(left))
 			}
 		}
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(stderr, "warning: %s\n", w)
+		}
 		fmt.Fprintln(stderr, "configuration OK")
 		return 0
 	}
@@ -133,6 +136,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}()
 
 	log.Info("starting", "version", Version, "config", path)
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 	if err := p.Run(ctx); err != nil {
 		log.Error("fatal", "err", err)
 		return 1
