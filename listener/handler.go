@@ -18,9 +18,13 @@ import (
 	"github.com/imserious/imserious/internal/prefix"
 )
 
-// serveHTTP runs the checks of spec §3 in the table's order. The body is
-// read only once the peer, credentials and path have passed (and the
-// method, content type and declared size, which cost nothing to check).
+// serveHTTP runs the checks of spec §3 in the table's order, after the
+// framing check (both Content-Length and Transfer-Encoding: 400, closed).
+// The allow list was applied at accept already (timedListener); it is
+// applied again here for connections accepted before an Update. The body
+// is read only once the peer, credentials and path have passed (and the
+// method, content type and declared size, which cost nothing to check),
+// and a request slot is taken only once the body is in.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// One policy for the whole request, even if Update swaps it meanwhile.
 	p := s.policy.Load()
@@ -29,7 +33,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		allowed bool
 		start   time.Time
 	)
-	if c, _ := r.Context().Value(connKey{}).(*conn); c != nil {
+	c, _ := r.Context().Value(connKey{}).(*conn)
+	if c != nil {
 		defer c.requestDone()
 		peer, allowed, start = c.peer, c.admitted(p), c.requestStart()
 	} else {
@@ -39,6 +44,18 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	deadline := start.Add(s.timeout)
 
+	// Framing before anything else: a request whose length is ambiguous
+	// has no trustworthy end, so nothing after it on the connection may
+	// be taken for a request (it would be the smuggled one). The close
+	// is explicit: reject closes only when a body is left unread, and an
+	// HTTP/1.0 request may declare Content-Length: 0.
+	if c != nil {
+		if reason := c.framingError(r); reason != "" {
+			w.Header().Set("Connection", "close")
+			s.reject(w, r, peer, http.StatusBadRequest, reason, true)
+			return
+		}
+	}
 	if !allowed {
 		s.reject(w, r, peer, http.StatusForbidden, "peer not in allow list", true)
 		return
@@ -73,20 +90,30 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// The slot is taken after the checks above, which need no memory and
-	// no waiting: requests that will be refused never queue behind valid
-	// ones, and at most MaxConnections bodies are in memory at once.
-	if reason := s.acquire(r, deadline); reason != "" {
-		s.reject(w, r, peer, http.StatusRequestTimeout, reason, true)
+	// The body is read before a slot is taken: a client sending it slowly
+	// holds its own socket, never one of the MaxConnections slots, and
+	// each read waits at most bodyIdle (see readBody). Bodies in memory
+	// are bounded by the open connections (MaxOpen times MaxBody at
+	// worst, each for at most Timeout), not by the slots.
+	body, status, reason := s.readBody(w, r, c, deadline)
+	if status != 0 {
+		s.reject(w, r, peer, status, reason, true)
 		return
 	}
-	body, ev, status, reason, unread := readEvent(w, r)
-	// The slot covers reading and decoding only, never delivery: a slot
-	// held while one account's exec channel is slow would make every
-	// other account's requests wait for it.
+	// The slot is taken after the checks above, which need no slot and no
+	// waiting: requests that will be refused never queue behind valid
+	// ones. It covers decoding only, never delivery: a slot held while
+	// one account's exec channel is slow would make every other
+	// account's requests wait for it (Deliver must not block, but the
+	// slots do not depend on it).
+	if reason := s.acquire(r, deadline); reason != "" {
+		s.reject(w, r, peer, http.StatusRequestTimeout, reason, false)
+		return
+	}
+	ev, status, reason := decodeEvent(body)
 	s.release()
 	if status != 0 {
-		s.reject(w, r, peer, status, reason, unread)
+		s.reject(w, r, peer, status, reason, false)
 		return
 	}
 
@@ -135,13 +162,25 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// readEvent reads and decodes the body. On failure it returns the status
-// to answer, why, and whether the body was left (partly) unread.
-func readEvent(w http.ResponseWriter, r *http.Request) (body []byte, ev event.Event, status int, reason string, unread bool) {
-	body, status, reason = readBody(w, r)
-	if status != 0 {
-		return nil, ev, status, reason, true
+// framingError returns why the request's framing is refused, or "". See
+// framing for why it is judged from the raw bytes.
+func (c *conn) framingError(r *http.Request) string {
+	v, known := c.verdict(r.ContentLength, r.TransferEncoding)
+	switch {
+	case known && v.cl && v.te:
+		return "both Content-Length and Transfer-Encoding"
+	case !known && len(r.TransferEncoding) > 0:
+		// Only a chunked request can have lost its Content-Length in
+		// net/http; where framing cannot vouch for its headers it is
+		// refused rather than trusted.
+		return "chunked request whose headers could not be checked"
 	}
+	return ""
+}
+
+// decodeEvent decodes the body. On failure it returns the status to
+// answer and why.
+func decodeEvent(body []byte) (ev event.Event, status int, reason string) {
 	ev, err := event.Decode(body)
 	if err != nil {
 		status, reason := http.StatusBadRequest, err.Error()
@@ -152,9 +191,9 @@ func readEvent(w http.ResponseWriter, r *http.Request) (body []byte, ev event.Ev
 				status = de.Status
 			}
 		}
-		return nil, ev, status, reason, false
+		return ev, status, reason
 	}
-	return body, ev, 0, "", false
+	return ev, 0, ""
 }
 
 // acquire waits for a handling slot until the deadline. It returns "" with
@@ -186,17 +225,28 @@ func (s *Server) acquire(r *http.Request, deadline time.Time) string {
 
 func (s *Server) release() { <-s.sem }
 
-// readBody reads the whole body, at most MaxBody bytes. On failure it
-// returns the status to answer and why.
-func readBody(w http.ResponseWriter, r *http.Request) (body []byte, status int, reason string) {
+// readBody reads the whole body, at most MaxBody bytes. A request that
+// came through Serve (c not nil) has each read bounded by bodyIdle of
+// silence, and none past the deadline. On failure it returns the status to
+// answer and why.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *conn, deadline time.Time) (body []byte, status int, reason string) {
+	var src io.Reader = r.Body
+	if r.ContentLength < 0 {
+		src = http.MaxBytesReader(w, r.Body, MaxBody)
+	}
+	if c != nil {
+		// In the conn, which serves one request at a time: no allocation.
+		c.body = idleReader{r: src, c: c, idle: s.bodyIdle, deadline: deadline}
+		src = &c.body
+	}
 	var err error
 	if r.ContentLength >= 0 {
-		// Dovecot always sends Content-Length (already checked against
-		// MaxBody): one allocation of exactly the right size.
-		body = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(r.Body, body)
+		body, err = readN(src, r.ContentLength)
 	} else {
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+		body, err = io.ReadAll(src)
+	}
+	if c != nil {
+		c.body = idleReader{} // keeps nothing of this request
 	}
 	if err == nil {
 		return body, 0, ""
@@ -205,11 +255,66 @@ func readBody(w http.ResponseWriter, r *http.Request) (body []byte, status int, 
 	switch {
 	case errors.As(err, &tooBig):
 		return nil, http.StatusRequestEntityTooLarge, "chunked body over 64 KiB"
+	case errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(deadline):
+		return nil, http.StatusRequestTimeout, "body stalled for " + s.bodyIdle.String()
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return nil, http.StatusRequestTimeout, "body not received before the deadline"
 	default:
 		return nil, http.StatusBadRequest, "reading body: " + err.Error()
 	}
+}
+
+// bodyChunk is the first allocation for a body with a Content-Length: all
+// of a Dovecot body (under 1 KiB), exactly.
+const bodyChunk = 4 << 10
+
+// readN reads exactly n bytes (n <= MaxBody, already checked). A declared
+// size over bodyChunk is believed only as its bytes arrive, so a client
+// that declares 64 KiB and sends nothing holds 4 KiB, not 64.
+func readN(r io.Reader, n int64) ([]byte, error) {
+	body := make([]byte, 0, min(n, bodyChunk))
+	for int64(len(body)) < n {
+		if len(body) == cap(body) {
+			body = slices.Grow(body, int(min(n-int64(len(body)), int64(len(body)))))
+		}
+		k, err := r.Read(body[len(body):min(int64(cap(body)), n)])
+		body = body[:len(body)+k]
+		switch {
+		case err == io.EOF && int64(len(body)) == n:
+		case err == io.EOF:
+			return nil, io.ErrUnexpectedEOF
+		case err != nil:
+			return nil, err
+		}
+	}
+	return body, nil
+}
+
+// idleReader sets the connection's read deadline before each read of the
+// body: bodyIdle from now, never past the request's deadline. It stops
+// touching the deadline after the first error (io.EOF included): by then
+// net/http's background reader may own the connection, and a deadline
+// set under it would make it take the connection for broken.
+type idleReader struct {
+	r        io.Reader
+	c        *conn
+	idle     time.Duration
+	deadline time.Time
+	err      error
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	if ir.err != nil {
+		return 0, ir.err
+	}
+	d := time.Now().Add(ir.idle)
+	if d.After(ir.deadline) {
+		d = ir.deadline
+	}
+	ir.c.SetReadDeadline(d)
+	n, err := ir.r.Read(p)
+	ir.err = err
+	return n, err
 }
 
 // isJSON reports whether a Content-Type names JSON: application/json or any
@@ -245,8 +350,9 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, peer netip.AddrP
 	}
 	w.WriteHeader(status)
 	// Security: never log headers (Authorization) or the body; the path is
-	// logged without its query, which may carry a token.
-	s.log.LogAttrs(r.Context(), slog.LevelWarn, "request rejected",
+	// logged without its query, which may carry a token. Rate-limited per
+	// peer address and status (StatusText: a fixed set, unlike reason).
+	s.warn.warn(r.Context(), logKey{msg: "request rejected", reason: http.StatusText(status), addr: peer.Addr()},
 		slog.String("peer", peer.String()), slog.String("method", r.Method),
 		slog.String("path", r.URL.Path), slog.Int("status", status),
 		slog.String("reason", reason))

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imserious/imserious/internal/prefix"
 )
 
 // guard bounds every client read and write, so a server that wrongly waits
@@ -286,4 +288,54 @@ func recv[T any](t testing.TB, ch <-chan T, what string) T {
 		t.Fatalf("no %s within %v", what, guard)
 		panic("unreachable")
 	}
+}
+
+// connectThenAllow connects from local (as dialFrom), has a request for a
+// user without handlers answered 200 (so the server has accepted the
+// connection, under cfg without an allow list), and then Updates s to cfg
+// with allow as its allow list. The connection's next request is judged by
+// that list, as a keep-alive connection's is after a reload: the way to
+// reach the 403 of spec §3, since a new connection from outside the list
+// is closed at accept.
+func connectThenAllow(t *testing.T, s *Server, addr, local string, cfg Config, allow string) *rawClient {
+	t.Helper()
+	cfg.Allow = nil
+	if err := s.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	rc := dialFrom(t, addr, local)
+	q := put(`{"user":"nobody","event":"messageNew"}`)
+	q.auth = "-"
+	if cfg.Auth != nil {
+		q.auth = basic(cfg.Auth.User, cfg.Auth.Pass)
+	}
+	if resp, _ := rc.do(q.String()); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("probe: status %d close %v, want 200 kept alive", resp.StatusCode, resp.Close)
+	}
+	cfg.Allow = []netip.Prefix{netip.MustParsePrefix(allow)}
+	if err := s.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+// warnLines returns the JSON log lines at level WARN.
+func warnLines(lines []string) []string {
+	var warn []string
+	for _, l := range lines {
+		if strings.Contains(l, `"level":"WARN"`) {
+			warn = append(warn, l)
+		}
+	}
+	return warn
+}
+
+// counts returns the open connections in all and from addr.
+func (o *openConns) counts(addr netip.Addr) (all, fromAddr int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if a := o.byAddr[prefix.Peer(addr)]; a != nil {
+		fromAddr = a.n
+	}
+	return o.n, fromAddr
 }

@@ -32,6 +32,11 @@ const MaxBody = 64 << 10
 // headers; anything near this size is not Dovecot.
 const maxHeaderBytes = 16 << 10
 
+// maxBodyIdle is the longest a body read waits for the client's next bytes
+// (Timeout when shorter). Dovecot sends its body with its headers; a body
+// that pauses this long on a LAN is a client holding a socket on purpose.
+const maxBodyIdle = time.Second
+
 // Defaults of spec §2, applied by New when a Config field is zero so a
 // hand-built Config (tests, embedding) behaves like the daemon's.
 const (
@@ -63,6 +68,13 @@ type Config struct {
 	Auth           *Auth          // nil: no authentication
 	Routes         []Route
 	TLS            *tls.Config // nil: plain HTTP; cloned by New, GetCertificate kept
+	// MaxOpen and MaxOpenPerIP cap the open connections, in all and from
+	// one peer address; a new connection over a cap closes the longest-
+	// idle one it is over (of its address for MaxOpenPerIP), or is closed
+	// itself when none is idle. <= 0 means DefaultMaxOpen and
+	// DefaultMaxOpenPerIP. Update changes them in place.
+	MaxOpen      int
+	MaxOpenPerIP int
 }
 
 // Deliver hands a validated body to exec channel target. The remote is the
@@ -90,12 +102,17 @@ type Server struct {
 	// judged by that one policy from the first check to delivery.
 	policy  atomic.Pointer[policy]
 	timeout time.Duration
-	sem     chan struct{} // one token per request being read and decoded
-	deliver Deliver
-	log     *slog.Logger
-	tls     *tls.Config
-	srv     *http.Server
-	handler http.Handler
+	// bodyIdle is how long a body read may wait for the client's next
+	// bytes: far below timeout, so a body that stalls is cut off soon.
+	bodyIdle time.Duration
+	sem      chan struct{} // one token per request being decoded
+	open     *openConns
+	warn     *rateLog // warn lines about clients
+	deliver  Deliver
+	log      *slog.Logger
+	tls      *tls.Config
+	srv      *http.Server
+	handler  http.Handler
 
 	// onWait, when set (tests only), is called when a request starts
 	// waiting for a slot, so tests can synchronise on it.
@@ -134,9 +151,12 @@ func New(cfg Config, deliver Deliver, log *slog.Logger) *Server {
 	s := &Server{
 		timeout: timeout(cfg),
 		sem:     make(chan struct{}, maxConnections(cfg)),
+		open:    newOpenConns(cfg),
+		warn:    newRateLog(log, time.Now),
 		deliver: deliver,
 		log:     log,
 	}
+	s.bodyIdle = min(s.timeout, maxBodyIdle)
 	s.policy.Store(newPolicy(cfg))
 	if cfg.TLS != nil {
 		t := cfg.TLS.Clone()
@@ -162,7 +182,8 @@ func New(cfg Config, deliver Deliver, log *slog.Logger) *Server {
 		// conn.requestStart). The write deadline, set by net/http when
 		// the headers are read, leaves another Timeout after the request's
 		// deadline so a 408 can still be written to a client that stalled
-		// in the body.
+		// in the body. Body reads also have a deadline of their own,
+		// bodyIdle after the previous bytes (see readBody).
 		ReadHeaderTimeout: s.timeout,
 		ReadTimeout:       s.timeout,
 		WriteTimeout:      2 * s.timeout,
@@ -173,8 +194,9 @@ func New(cfg Config, deliver Deliver, log *slog.Logger) *Server {
 		DisableGeneralOptionsHandler: true,
 		Protocols:                    &protocols,
 		ConnContext:                  connContext,
-		// net/http's own messages (TLS handshake failures, malformed
-		// requests) are client noise, not daemon errors.
+		ConnState:                    s.connState,
+		// net/http's own messages (malformed requests) are client noise,
+		// not daemon errors.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return s
@@ -229,7 +251,8 @@ func newPolicy(cfg Config) *policy {
 }
 
 // Update makes cfg's allow list, endpoint, credentials and routes those of
-// every request handled after it returns; a request already being handled
+// every request handled after it returns, and its MaxOpen and MaxOpenPerIP
+// those of every connection accepted after; a request already being handled
 // finishes under the policy it started with, never a mix of both. A
 // connection accepted before is judged against the new allow list at its
 // next request. It is safe to call while serving.
@@ -254,6 +277,7 @@ func (s *Server) Update(cfg Config) error {
 		return fmt.Errorf("listener: cannot change %s in place: %w", strings.Join(changed, ", "), ErrRestartNeeded)
 	}
 	s.policy.Store(newPolicy(cfg))
+	s.open.setCaps(cfg)
 	return nil
 }
 
@@ -266,12 +290,15 @@ func onOff(b bool) string {
 
 // Serve accepts connections on ln until Shutdown, wrapping them in TLS when
 // the Config had TLS. It returns nil after Shutdown.
+//
+// TLS is terminated in conn, below net/http, rather than by handing
+// net/http *tls.Conns: the allow list and the connection caps act before
+// the handshake, and request framing is checked on the plaintext (see
+// framing). What net/http did for a *tls.Conn is done there too (the
+// deadline-bound handshake, the plaintext 400 to an HTTP client);
+// Request.TLS is nil, which nothing here reads.
 func (s *Server) Serve(ln net.Listener) error {
-	var l net.Listener = timedListener{ln, s}
-	if s.tls != nil {
-		l = tls.NewListener(l, s.tls)
-	}
-	err := s.srv.Serve(l)
+	err := s.srv.Serve(timedListener{ln, s})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -29,7 +29,7 @@ func TestStatusTable(t *testing.T) {
 	with := func(q req, f func(*req)) req { f(&q); return q }
 	tests := []struct {
 		name   string
-		allow  string // Allow prefix; "" = everyone
+		allow  string // Allow prefix, set after connecting; "" = everyone
 		from   string // client IP; "" = 127.0.0.1
 		noAuth bool   // server without [auth]
 		q      req
@@ -94,15 +94,18 @@ func TestStatusTable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig()
-			if tt.allow != "" {
-				cfg.Allow = []netip.Prefix{netip.MustParsePrefix(tt.allow)}
-			}
 			if tt.noAuth {
 				cfg.Auth = nil
 			}
 			rec := &recorder{}
-			addr := start(t, New(cfg, rec.deliver, nil))
-			rc := dialFrom(t, addr, tt.from)
+			s := New(cfg, rec.deliver, nil)
+			addr := start(t, s)
+			var rc *rawClient
+			if tt.allow != "" {
+				rc = connectThenAllow(t, s, addr, tt.from, cfg, tt.allow)
+			} else {
+				rc = dialFrom(t, addr, tt.from)
+			}
 			resp, body := rc.do(tt.q.String())
 			if resp.StatusCode != tt.want {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
@@ -167,18 +170,21 @@ func TestBodyNotRead(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig()
-			if tt.allow != "" {
-				cfg.Allow = []netip.Prefix{netip.MustParsePrefix(tt.allow)}
-			}
 			rec := &recorder{}
-			addr := start(t, New(cfg, rec.deliver, nil))
+			s := New(cfg, rec.deliver, nil)
+			addr := start(t, s)
 			headers := tt.q
 			headers.sendBody = false
 			full := tt.q
 			full.sendBody = true
 			body := strings.TrimPrefix(full.String(), headers.String())
 
-			rc := dial(t, addr)
+			var rc *rawClient
+			if tt.allow != "" {
+				rc = connectThenAllow(t, s, addr, "", cfg, tt.allow)
+			} else {
+				rc = dial(t, addr)
+			}
 			resp, _ := rc.do(headers.String())
 			if resp.StatusCode != tt.want {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
@@ -564,19 +570,22 @@ func TestRejectLog(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig()
 			cfg.Auth = &Auth{User: "puser", Pass: "s3cr3t-pass"}
-			if tt.allow != "" {
-				cfg.Allow = []netip.Prefix{netip.MustParsePrefix(tt.allow)}
-			}
 			if tt.q.auth == "" {
 				tt.q.auth = basic("puser", "s3cr3t-pass")
 			}
 			var logs logBuffer
-			addr := start(t, New(cfg, (&recorder{}).deliver, newLogger(&logs)))
-			rc := dial(t, addr)
+			s := New(cfg, (&recorder{}).deliver, newLogger(&logs))
+			addr := start(t, s)
+			var rc *rawClient
+			if tt.allow != "" {
+				rc = connectThenAllow(t, s, addr, "", cfg, tt.allow)
+			} else {
+				rc = dial(t, addr)
+			}
 			if resp, _ := rc.do(tt.q.String()); resp.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
 			}
-			lines := logs.lines()
+			lines := warnLines(logs.lines())
 			if len(lines) != 1 {
 				t.Fatalf("%d log lines, want 1: %q", len(lines), lines)
 			}
@@ -657,5 +666,8 @@ func TestDefaults(t *testing.T) {
 	}
 	if s.srv.ReadHeaderTimeout != DefaultTimeout || s.srv.IdleTimeout != DefaultTimeout || s.srv.MaxHeaderBytes != maxHeaderBytes {
 		t.Errorf("http.Server limits: %+v", s.srv)
+	}
+	if s.open.maxOpen != DefaultMaxOpen || s.open.maxPerIP != DefaultMaxOpenPerIP || s.bodyIdle != time.Second {
+		t.Errorf("open caps %d, %d; body idle %v", s.open.maxOpen, s.open.maxPerIP, s.bodyIdle)
 	}
 }

@@ -199,7 +199,9 @@ func TestDeadlineFromRequestStart(t *testing.T) {
 	cfg.MaxConnections = 1
 	s := New(cfg, (&recorder{}).deliver, nil)
 	s.sem <- struct{}{} // every slot busy
-	c := &conn{peer: netip.MustParseAddrPort("127.0.0.1:1"), allowed: true}
+	server, client := net.Pipe()
+	defer client.Close()
+	c := &conn{Conn: server, peer: netip.MustParseAddrPort("127.0.0.1:1"), allowed: true}
 	c.start.Store(int64(time.Since(epoch) - 2*longTimeout))
 
 	r := httptest.NewRequest("PUT", "/notify", strings.NewReader(goodBody))
