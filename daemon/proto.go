@@ -380,6 +380,8 @@ type wireNetGlobal struct {
 	Drop           *wireDrop     `json:"drop"` // nil: not started as root
 	Endpoint       string        `json:"endpoint"`
 	MaxConnections int           `json:"max_connections"`
+	MaxOpen        int           `json:"max_open"`
+	MaxOpenPerIP   int           `json:"max_open_per_ip"`
 	Timeout        time.Duration `json:"timeout_ns"`
 	Auth           *wireAuth     `json:"auth"`
 	TLS            bool          `json:"tls"` // serve HTTPS only, with the pairs msgTLSPair brings
@@ -479,7 +481,7 @@ func (c *netConfig) validate() error {
 		return fmt.Errorf("net configuration without %s: %w", msgName(msgNetGlobal), errProtocol)
 	case g.Endpoint == "" || g.Endpoint[0] != '/':
 		return fmt.Errorf("net configuration: bad endpoint %q: %w", g.Endpoint, errProtocol)
-	case g.MaxConnections < 1 || g.Timeout <= 0:
+	case g.MaxConnections < 1 || g.Timeout <= 0 || g.MaxOpen < 1 || g.MaxOpenPerIP < 1:
 		return fmt.Errorf("net configuration: bad limits: %w", errProtocol)
 	}
 	if err := g.Log.validate(); err != nil {
@@ -505,7 +507,7 @@ func (c *netConfig) validate() error {
 func (c *netConfig) listenerConfig() listener.Config {
 	g := c.global
 	lc := listener.Config{Allow: c.allow, Endpoint: g.Endpoint, MaxConnections: g.MaxConnections,
-		Timeout: g.Timeout, Routes: c.routes}
+		MaxOpen: g.MaxOpen, MaxOpenPerIP: g.MaxOpenPerIP, Timeout: g.Timeout, Routes: c.routes}
 	if g.Auth != nil {
 		lc.Auth = &listener.Auth{User: g.Auth.User, Pass: g.Auth.Pass}
 	}
@@ -516,7 +518,7 @@ func (c *netConfig) listenerConfig() listener.Config {
 // account to its exec process's target number.
 func netItems(cfg *config.Config, log logOptions, drop *wireDrop, targets map[string]int) ([]outMsg, error) {
 	g := wireNetGlobal{Log: log, Drop: drop, Endpoint: cfg.Endpoint, MaxConnections: cfg.MaxConnections,
-		Timeout: cfg.Timeout, TLS: cfg.TLS != nil}
+		MaxOpen: cfg.MaxOpenConnections, MaxOpenPerIP: cfg.MaxOpenPerIP, Timeout: cfg.Timeout, TLS: cfg.TLS != nil}
 	if cfg.Auth != nil {
 		g.Auth = &wireAuth{User: cfg.Auth.User, Pass: cfg.Auth.Pass}
 	}

@@ -151,7 +151,7 @@ func TestStreamBrackets(t *testing.T) {
 
 func TestNetConfigRejects(t *testing.T) {
 	good := func() *netConfig {
-		return &netConfig{global: &wireNetGlobal{Log: testLog, Endpoint: "/notify", MaxConnections: 1, Timeout: 1},
+		return &netConfig{global: &wireNetGlobal{Log: testLog, Endpoint: "/notify", MaxConnections: 1, MaxOpen: 1, MaxOpenPerIP: 1, Timeout: 1},
 			targets: map[int]string{0: "a"}}
 	}
 	if err := good().validate(); err != nil {
@@ -180,6 +180,8 @@ func TestNetConfigRejects(t *testing.T) {
 		func(c *netConfig) { c.global.Endpoint = "notify" },
 		func(c *netConfig) { c.global.MaxConnections = 0 },
 		func(c *netConfig) { c.global.Timeout = 0 },
+		func(c *netConfig) { c.global.MaxOpen = 0 },
+		func(c *netConfig) { c.global.MaxOpenPerIP = 0 },
 		func(c *netConfig) { c.global.Log.Format = "xml" },
 		func(c *netConfig) { c.global.Drop = &wireDrop{Chroot: "/var/empty"} }, // uid 0
 		func(c *netConfig) {
@@ -372,7 +374,7 @@ func FuzzDecodeEvent(f *testing.F) {
 // FuzzNetConfig feeds any payload to every item of a net stream: no
 // panic, and anything accepted validates or is refused as a violation.
 func FuzzNetConfig(f *testing.F) {
-	f.Add(uint8(msgNetGlobal), []byte(`{"log":{"level":0,"format":"json"},"endpoint":"/notify","max_connections":1,"timeout_ns":1}`))
+	f.Add(uint8(msgNetGlobal), []byte(`{"log":{"level":0,"format":"json"},"endpoint":"/notify","max_connections":1,"max_open":1,"max_open_per_ip":1,"timeout_ns":1}`))
 	f.Add(uint8(msgNetRoute), []byte(`{"user":"a","event":"messagenew","ip":["::1/128"],"target":0}`))
 	f.Add(uint8(msgNetAllow), []byte(`{"prefix":"10.0.0.0/8"}`))
 	f.Add(uint8(msgNetTarget), []byte(`{"target":0,"account":"a"}`))

@@ -66,9 +66,6 @@ func accepted(user string) func(daemontest.Line) bool {
 	return func(l daemontest.Line) bool { return l.Str("msg") == "event accepted" && l.Str("user") == user }
 }
 
-// rejected matches the warn line of a rejected request.
-func rejected(l daemontest.Line) bool { return l.Str("msg") == "request rejected" }
-
 // run is one command run as the exec process logged it.
 type run struct {
 	proc    string // the exec process that logged it, exec[ACCOUNT]
