@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/imserious/imserious/config"
@@ -179,6 +180,17 @@ func (e *execProc) start(g *wireExecGlobal, hs []config.Handler) error {
 		}
 		e.log.Debug("dropped privileges", "uid", a.UID, "gid", a.GID, "groups", a.Groups)
 	}
+	var paths []string
+	for _, h := range hs {
+		if !slices.Contains(paths, h.Path) {
+			paths = append(paths, h.Path)
+		}
+	}
+	rep, err := confine.exec(paths, g.Account.Home)
+	if err != nil {
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	logSandbox(e.log, rep)
 	// The exec package starts each command in the account's home; the
 	// process itself holds no directory open.
 	if err := os.Chdir("/"); err != nil {

@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/imserious/imserious/listener"
 	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
+	"github.com/imserious/imserious/sandbox"
 	"github.com/imserious/imserious/tlsreload"
 )
 
@@ -314,6 +316,14 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 			}
 			log.Debug("dropped privileges", "user", a.Name, "uid", a.UID, "chroot", g.Drop.Chroot)
 		}
+		// From here the process needs nothing from the system but the
+		// descriptors it holds or is sent.
+		rep, err := confine.net()
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("sandbox: %w", err)
+		}
+		logSandbox(log, rep)
 		if g.TLS {
 			logInstalled(tlsLog, certs.Current())
 		}
@@ -489,4 +499,21 @@ func (n *netProc) ready(gen uint64) error {
 func logInstalled(log *slog.Logger, c *tls.Certificate) {
 	log.Info("TLS certificate installed", "subject", c.Leaf.Subject.String(),
 		"serial", tlsreload.SerialHex(c.Leaf), "not_after", c.Leaf.NotAfter.UTC())
+}
+
+// confine applies the OS sandboxes. A variable because the role tests run
+// the roles inside the test binary, which must not confine itself; the
+// end-to-end tests check the sandbox of the real processes.
+var confine = struct {
+	net  func() (sandbox.Report, error)
+	exec func(commands []string, home string) (sandbox.Report, error)
+}{sandbox.Net, sandbox.Exec}
+
+// logSandbox says once what confines a process, and at debug what the
+// system does not offer.
+func logSandbox(log *slog.Logger, rep sandbox.Report) {
+	log.Info("sandboxed", "applied", strings.Join(rep.Applied, "; "))
+	if len(rep.Missing) > 0 {
+		log.Debug("sandbox not available", "missing", strings.Join(rep.Missing, "; "))
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
+	"github.com/imserious/imserious/sandbox"
 	"github.com/imserious/imserious/tlsreload"
 )
 
@@ -240,6 +241,11 @@ func (s *supervisor) prepare() error {
 		}
 		s.drop = d
 	}
+	rep, err := sandbox.Parent()
+	if err != nil {
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	logSandbox(s.log, rep)
 	// Orphans of a dead exec process come to the parent, which kills them.
 	if err := privsep.BecomeSubreaper(); err != nil {
 		s.log.Debug("not a subreaper: what a crashed exec process leaves behind is not collected", "err", err)
