@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -207,23 +208,23 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 	cfg := testConfig()
 	cfg.MaxConnections = 1
 	rec := &recorder{}
-	addr := start(t, New(cfg, rec.deliver, nil))
+	srv := New(cfg, rec.deliver, nil)
+	addr := start(t, srv)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	t.Cleanup(func() { close(stop); wg.Wait() })
 	headers := put(goodBody)
 	headers.sendBody = false
-	var slow []*rawClient
 	for range 2 {
 		rc := dial(t, addr)
 		rc.send(headers.String() + goodBody[:1])
-		slow = append(slow, rc)
 		wg.Go(func() { trickle(rc.c, goodBody[1:], 200*time.Millisecond, stop) })
 	}
-	// Give the slow requests time to be read up to their bodies: without
-	// the fix, they would then hold the slot (the failure shows as the
-	// request below waiting for it until guard).
-	time.Sleep(300 * time.Millisecond)
+	// Both slow requests have their headers read (they are no longer
+	// idle) and are in their bodies: without the fix, one would now hold
+	// the slot (the failure shows as the request below waiting for it
+	// until guard).
+	waitActive(t, srv, 2)
 	if resp, _ := dial(t, addr).do(put(goodBody).String()); resp.StatusCode != 200 {
 		t.Fatalf("status %d, want 200", resp.StatusCode)
 	}
@@ -251,16 +252,6 @@ func TestStalledBodyCutOff(t *testing.T) {
 	if w := warnLines(logs.lines()); len(w) != 1 || !strings.Contains(w[0], "body stalled for 1s") {
 		t.Errorf("warn lines %q", w)
 	}
-}
-
-// holdRequest starts a request from local that stays in Deliver (active,
-// so never closed to make room) until the test ends.
-func holdRequest(t *testing.T, addr, local string, rec *recorder) *rawClient {
-	t.Helper()
-	rc := dialFrom(t, addr, local)
-	rc.send(put(goodBody).String())
-	recv(t, rec.entered, "Deliver call")
-	return rc
 }
 
 // TestOpenPerIP: over max_open_per_ip, a new connection closes the
@@ -371,4 +362,28 @@ func waitOpen(t *testing.T, s *Server, local string, n int) {
 		}
 	}
 	t.Fatalf("%s never had %d open connections", local, n)
+}
+
+// waitActive waits until n connections of s have a request past its
+// headers, checking the server's own books.
+func waitActive(t *testing.T, s *Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(guard)
+	for time.Now().Before(deadline) {
+		s.open.mu.Lock()
+		active := 0
+		for _, a := range s.open.byAddr {
+			active += a.n
+		}
+		idle := 0
+		for c := s.open.idle.head; c != nil; c = c.all.next {
+			idle++
+		}
+		s.open.mu.Unlock()
+		if active-idle >= n {
+			return
+		}
+		runtime.Gosched()
+	}
+	t.Fatalf("fewer than %d requests past their headers within %v", n, guard)
 }
