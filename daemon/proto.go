@@ -42,6 +42,7 @@ package daemon
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -370,9 +371,11 @@ type wireDrop struct {
 	Chroot  string      `json:"chroot"`
 }
 
+// wireAuth carries the Basic credentials as SHA-256 digests: the network
+// process compares digests, so it never holds the password itself.
 type wireAuth struct {
-	User string `json:"user"`
-	Pass string `json:"pass"`
+	UserSHA256 []byte `json:"user_sha256"`
+	PassSHA256 []byte `json:"pass_sha256"`
 }
 
 type wireNetGlobal struct {
@@ -487,6 +490,9 @@ func (c *netConfig) validate() error {
 	if err := g.Log.validate(); err != nil {
 		return err
 	}
+	if a := g.Auth; a != nil && (len(a.UserSHA256) != sha256.Size || len(a.PassSHA256) != sha256.Size) {
+		return fmt.Errorf("net configuration: credential digests of %d and %d bytes: %w", len(a.UserSHA256), len(a.PassSHA256), errProtocol)
+	}
 	if g.Drop != nil {
 		if err := g.Drop.Account.validate(true); err != nil {
 			return fmt.Errorf("net configuration: %w", err)
@@ -509,7 +515,9 @@ func (c *netConfig) listenerConfig() listener.Config {
 	lc := listener.Config{Allow: c.allow, Endpoint: g.Endpoint, MaxConnections: g.MaxConnections,
 		MaxOpen: g.MaxOpen, MaxOpenPerIP: g.MaxOpenPerIP, Timeout: g.Timeout, Routes: c.routes}
 	if g.Auth != nil {
-		lc.Auth = &listener.Auth{User: g.Auth.User, Pass: g.Auth.Pass}
+		lc.Auth = &listener.Auth{}
+		copy(lc.Auth.UserSHA256[:], g.Auth.UserSHA256)
+		copy(lc.Auth.PassSHA256[:], g.Auth.PassSHA256)
 	}
 	return lc
 }
@@ -520,7 +528,8 @@ func netItems(cfg *config.Config, log logOptions, drop *wireDrop, targets map[st
 	g := wireNetGlobal{Log: log, Drop: drop, Endpoint: cfg.Endpoint, MaxConnections: cfg.MaxConnections,
 		MaxOpen: cfg.MaxOpenConnections, MaxOpenPerIP: cfg.MaxOpenPerIP, Timeout: cfg.Timeout, TLS: cfg.TLS != nil}
 	if cfg.Auth != nil {
-		g.Auth = &wireAuth{User: cfg.Auth.User, Pass: cfg.Auth.Pass}
+		d := listener.AuthDigests(cfg.Auth.User, cfg.Auth.Pass)
+		g.Auth = &wireAuth{UserSHA256: d.UserSHA256[:], PassSHA256: d.PassSHA256[:]}
 	}
 	var out []outMsg
 	add := func(typ uint32, v any) error {

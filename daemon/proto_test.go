@@ -181,6 +181,7 @@ func TestNetConfigRejects(t *testing.T) {
 		func(c *netConfig) { c.global.MaxConnections = 0 },
 		func(c *netConfig) { c.global.Timeout = 0 },
 		func(c *netConfig) { c.global.MaxOpen = 0 },
+		func(c *netConfig) { c.global.Auth = &wireAuth{UserSHA256: []byte{1}, PassSHA256: make([]byte, 32)} },
 		func(c *netConfig) { c.global.MaxOpenPerIP = 0 },
 		func(c *netConfig) { c.global.Log.Format = "xml" },
 		func(c *netConfig) { c.global.Drop = &wireDrop{Chroot: "/var/empty"} }, // uid 0

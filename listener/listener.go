@@ -57,6 +57,17 @@ type Route struct {
 type Auth struct {
 	User string
 	Pass string
+	// UserSHA256 and PassSHA256, when set, are the digests of the
+	// credentials and User and Pass are ignored: the daemon's network
+	// process gets only these, so no plaintext password is ever in its
+	// memory.
+	UserSHA256, PassSHA256 [sha256.Size]byte
+}
+
+// AuthDigests returns the Auth of the credentials user and pass as
+// digests only.
+func AuthDigests(user, pass string) *Auth {
+	return &Auth{UserSHA256: sha256.Sum256([]byte(user)), PassSHA256: sha256.Sum256([]byte(pass))}
 }
 
 // Config is what the network process needs to serve HTTP.
@@ -228,10 +239,10 @@ func newPolicy(cfg Config) *policy {
 	if p.endpoint == "" {
 		p.endpoint = DefaultEndpoint
 	}
-	if cfg.Auth != nil {
-		p.auth = &credentials{
-			user: sha256.Sum256([]byte(cfg.Auth.User)),
-			pass: sha256.Sum256([]byte(cfg.Auth.Pass)),
+	if a := cfg.Auth; a != nil {
+		p.auth = &credentials{user: a.UserSHA256, pass: a.PassSHA256}
+		if a.UserSHA256 == ([sha256.Size]byte{}) && a.PassSHA256 == ([sha256.Size]byte{}) {
+			p.auth = &credentials{user: sha256.Sum256([]byte(a.User)), pass: sha256.Sum256([]byte(a.Pass))}
 		}
 	}
 	for _, r := range cfg.Routes {

@@ -366,7 +366,11 @@ func (c *Conn) Recv() (Msg, error) {
 	if err != nil {
 		return fail(fmt.Errorf("privsep: recv: %w", err))
 	}
-	return Msg{Type: typ, Payload: bytes.Clone(payload), Files: files}, nil
+	m := Msg{Type: typ, Payload: bytes.Clone(payload), Files: files}
+	// Security: a payload may be a private key; the receiver can wipe
+	// its copy, and none stays behind in the reused buffer.
+	clear(c.rbuf[:n])
+	return m, nil
 }
 
 // parseRights returns every descriptor in the control data as a file,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -36,6 +37,12 @@ func TestSandboxedProcesses(t *testing.T) {
 	d, kids := startOneHandler(t)
 	if got := procStatus(t, kids["net"].Pid, "NoNewPrivs"); got != "1" {
 		t.Errorf("network process NoNewPrivs %s, want 1", got)
+	}
+	// The system-call filter is built for amd64 (mode 2: filtered).
+	if runtime.GOARCH == "amd64" {
+		if got := procStatus(t, kids["net"].Pid, "Seccomp"); got != "2" {
+			t.Errorf("network process Seccomp %s, want 2", got)
+		}
 	}
 	for role, p := range kids {
 		if strings.HasPrefix(role, "exec:") {

@@ -554,3 +554,71 @@ func TestTLSCheckFlag(t *testing.T) {
 		t.Errorf("-n with a mismatched key: status %d\n%s", code, out)
 	}
 }
+
+// TestSecretsNotInNetworkProcessMemory: the network process holds the
+// Basic credentials as digests only and the key only as crypto/tls parsed
+// it: neither the password nor the key's PEM text is anywhere in its
+// memory.
+func TestSecretsNotInNetworkProcessMemory(t *testing.T) {
+	if !isRoot() {
+		t.Skip("needs root: reads another process's memory")
+	}
+	ca := tlstest.NewCA(t)
+	a := ca.Issue(t, tlstest.Options{})
+	cert, key := plainFiles(t, daemontest.PublicDir(t), a)
+	pass := fmt.Sprintf("canary-%d-pass", time.Now().UnixNano())
+	d := start(t, tlsTOML(t, cert, key, "")+fmt.Sprintf("[auth]\nuser = \"dove\"\npass = %q\n", pass))
+	if got := served(t, d, ca); got != serialOf(a) {
+		t.Fatalf("served %s, want A", got)
+	}
+	// A distinctive line of the key's PEM body.
+	var keyLine string
+	for line := range strings.Lines(string(a.KeyPEM)) {
+		if line = strings.TrimSpace(line); len(line) == 64 {
+			keyLine = line
+			break
+		}
+	}
+	if keyLine == "" {
+		t.Fatal("no full line in the key's PEM")
+	}
+	mem := processMemory(t, d.Children()["net"].Pid)
+	for what, secret := range map[string]string{"the password": pass, "the key's PEM": keyLine} {
+		if bytes.Contains(mem, []byte(secret)) {
+			t.Errorf("%s is in the network process's memory", what)
+		}
+	}
+	// The scan can find what is there: the configured endpoint is.
+	if !bytes.Contains(mem, []byte("/notify")) {
+		t.Error("the memory scan found nothing it should")
+	}
+}
+
+// processMemory reads every readable and writable mapping of pid.
+func processMemory(t *testing.T, pid int) []byte {
+	t.Helper()
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var all []byte
+	for line := range strings.Lines(string(maps)) {
+		fields := strings.Fields(line)
+		if len(fields) < 2 || !strings.HasPrefix(fields[1], "rw") {
+			continue
+		}
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(fields[0], "%x-%x", &lo, &hi); err != nil || hi-lo > 1<<30 {
+			continue
+		}
+		buf := make([]byte, hi-lo)
+		n, _ := f.ReadAt(buf, int64(lo))
+		all = append(all, buf[:n]...)
+	}
+	return all
+}
