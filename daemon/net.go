@@ -406,28 +406,9 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 				err = n.ready(st.last)
 			}
 		case msgListener:
-			if lnFile != nil || srv != nil {
-				closeFiles(m)
-				err = fmt.Errorf("second %s: %w", msgName(m.Type), errProtocol)
-				break
-			}
-			if err = noPayload(m); err != nil {
-				closeFiles(m)
-				break
-			}
-			lnFile = m.Files[0]
+			err = takeOnce(m, &lnFile, srv != nil)
 		case msgChroot:
-			if rootDir != nil || srv != nil {
-				closeFiles(m)
-				err = fmt.Errorf("second %s: %w", msgName(m.Type), errProtocol)
-				break
-			}
-			if err = noPayload(m); err != nil {
-				closeFiles(m)
-				break
-			}
-			// Named after the configured path, for the errors of DropInto.
-			rootDir = m.Files[0]
+			err = takeOnce(m, &rootDir, srv != nil)
 		case msgExecChannel:
 			var w wireExecChannel
 			if err = decode(m, &w); err != nil || w.Target < 0 {
@@ -477,6 +458,21 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 			return fmt.Errorf("net: %w", err)
 		}
 	}
+}
+
+// takeOnce keeps the one descriptor of a message that may come once,
+// before serving, and carries no payload.
+func takeOnce(m privsep.Msg, dst **os.File, serving bool) error {
+	if *dst != nil || serving {
+		closeFiles(m)
+		return fmt.Errorf("second %s: %w", msgName(m.Type), errProtocol)
+	}
+	if err := noPayload(m); err != nil {
+		closeFiles(m)
+		return err
+	}
+	*dst = m.Files[0]
+	return nil
 }
 
 func cmpErr(a, b error) error {

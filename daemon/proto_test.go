@@ -271,24 +271,8 @@ func TestStreamsCarryLargeConfigurations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var s stream
 			nc := &netConfig{}
-			for _, m := range st.net {
-				pm := privsep.Msg{Type: m.typ, Payload: m.payload}
-				switch m.typ {
-				case msgCfgBegin:
-					err = s.begin(pm)
-				case msgCfgEnd:
-					err = s.end(pm)
-				default:
-					if err = s.item(pm); err == nil {
-						err = nc.add(pm)
-					}
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
+			feed(t, st.net, nc.add)
 			if err := nc.validate(); err != nil {
 				t.Fatal(err)
 			}
@@ -297,24 +281,8 @@ func TestStreamsCarryLargeConfigurations(t *testing.T) {
 			}
 			got := 0
 			for _, a := range cfg.Accounts() {
-				var s stream
 				ec := &execConfig{}
-				for _, m := range st.exec[a.Name] {
-					pm := privsep.Msg{Type: m.typ, Payload: m.payload}
-					switch m.typ {
-					case msgCfgBegin:
-						err = s.begin(pm)
-					case msgCfgEnd:
-						err = s.end(pm)
-					default:
-						if err = s.item(pm); err == nil {
-							err = ec.add(pm)
-						}
-					}
-					if err != nil {
-						t.Fatal(err)
-					}
-				}
+				feed(t, st.exec[a.Name], ec.add)
 				hs, err := ec.build(a.Name)
 				if err != nil {
 					t.Fatal(err)
@@ -332,6 +300,32 @@ func TestStreamsCarryLargeConfigurations(t *testing.T) {
 				t.Fatalf("%d handlers arrived, want %d", got, c.handlers)
 			}
 		})
+	}
+}
+
+// feed receives a stream as a child does, handing each item to add.
+func feed(t *testing.T, msgs []outMsg, add func(privsep.Msg) error) {
+	t.Helper()
+	var s stream
+	for _, m := range msgs {
+		pm := privsep.Msg{Type: m.typ, Payload: m.payload}
+		var err error
+		switch m.typ {
+		case msgCfgBegin:
+			err = s.begin(pm)
+		case msgCfgEnd:
+			err = s.end(pm)
+		default:
+			if err = s.item(pm); err == nil {
+				err = add(pm)
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.open || s.last == 0 {
+		t.Fatal("the stream did not end")
 	}
 }
 
