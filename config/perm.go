@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -8,16 +9,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/imserious/imserious/internal/pathwalk"
 	"github.com/imserious/imserious/privsep"
 )
 
 // The checks on who can read or change the files a configuration names
 // (spec §5, issue "Sandboxed and abuse-proof", point 4). They only look;
 // Resolve reports what they find.
-
-// maxLinks bounds symbolic link resolution as the kernels do (Linux and
-// the BSDs allow 32 to 40).
-const maxLinks = 40
 
 // untrusted returns why the program at name cannot be trusted to run as
 // acct, or "" when it can: what runs is decided by whoever can write the
@@ -36,54 +34,34 @@ func untrusted(name string, acct privsep.Account) string {
 	if !filepath.IsAbs(name) {
 		return name + " is not an absolute path"
 	}
-	cur := "/"
-	fi, err := os.Lstat(cur)
-	if err != nil {
-		return fmt.Sprintf("cannot check %s: %v", cur, err)
-	}
-	if why := changeable(cur, fi, acct); why != "" {
-		return why
-	}
-	todo := split(name)
-	links := 0
-	for len(todo) > 0 {
-		c := todo[0]
-		todo = todo[1:]
-		switch c {
-		case ".":
-			continue
-		case "..":
-			cur = filepath.Dir(cur)
-			continue
-		}
-		next := filepath.Join(cur, c)
-		fi, err := os.Lstat(next)
-		if err != nil {
-			return fmt.Sprintf("cannot check %s: %v", next, unwrapPath(err))
-		}
+	var why string
+	_, err := pathwalk.Walk(name, func(p string, fi fs.FileInfo) error {
+		// A link's own mode means nothing; its directory, checked
+		// already, decides who can replace it.
 		if fi.Mode()&fs.ModeSymlink != 0 {
-			// A link's own mode means nothing; its directory, checked
-			// already, decides who can replace it.
-			if links++; links > maxLinks {
-				return fmt.Sprintf("more than %d symbolic links on the way to %s", maxLinks, name)
-			}
-			target, err := os.Readlink(next)
-			if err != nil {
-				return fmt.Sprintf("cannot check %s: %v", next, unwrapPath(err))
-			}
-			if filepath.IsAbs(target) {
-				cur = "/"
-			}
-			todo = append(split(target), todo...)
-			continue
+			return nil
 		}
-		if why := changeable(next, fi, acct); why != "" {
-			return why
+		if why = changeable(p, fi, acct); why != "" {
+			return errUntrusted
 		}
-		cur = next
+		return nil
+	})
+	var we *pathwalk.Error
+	switch {
+	case why != "":
+		return why
+	case err == nil:
+		return ""
+	case !errors.As(err, &we):
+		return err.Error()
+	case we.Links:
+		return fmt.Sprintf("more than %d symbolic links on the way to %s", pathwalk.MaxLinks, name)
 	}
-	return ""
+	return fmt.Sprintf("cannot check %s: %v", we.Path, unwrapPath(we.Err))
 }
+
+// errUntrusted ends a walk at the first component someone else can change.
+var errUntrusted = errors.New("untrusted")
 
 // changeable says who other than root and acct can change p, or "".
 func changeable(p string, fi fs.FileInfo, acct privsep.Account) string {
@@ -185,16 +163,6 @@ func octal(m fs.FileMode) string {
 		n |= 0o1000
 	}
 	return fmt.Sprintf("%04o", n)
-}
-
-func split(p string) []string {
-	var out []string
-	for _, c := range strings.Split(p, "/") {
-		if c != "" {
-			out = append(out, c)
-		}
-	}
-	return out
 }
 
 // unwrapPath drops a *PathError's repetition of the path the message
