@@ -294,6 +294,9 @@ func TestOpenPerIP(t *testing.T) {
 	if err := s.Update(cfg); err != nil {
 		t.Fatalf("Update: %v", err)
 	}
+	// The answers are out before net/http marks the connections idle
+	// again: wait for its books, or the new one finds none to close.
+	waitIdle(t, s, 3)
 	last := dialFrom(t, addr, "127.0.0.2") // closes both idle ones
 	newer.expectClosed()
 	third.expectClosed()
@@ -368,22 +371,34 @@ func waitOpen(t *testing.T, s *Server, local string, n int) {
 // headers, checking the server's own books.
 func waitActive(t *testing.T, s *Server, n int) {
 	t.Helper()
+	waitBooks(t, s, func(open, idle int) bool { return open-idle >= n }, fmt.Sprintf("%d requests past their headers", n))
+}
+
+// waitIdle waits until at least n connections of s are idle on its books.
+func waitIdle(t *testing.T, s *Server, n int) {
+	t.Helper()
+	waitBooks(t, s, func(_, idle int) bool { return idle >= n }, fmt.Sprintf("%d idle connections", n))
+}
+
+// waitBooks waits until ok holds for the open and idle connections the
+// server counts.
+func waitBooks(t *testing.T, s *Server, ok func(open, idle int) bool, what string) {
+	t.Helper()
 	deadline := time.Now().Add(guard)
 	for time.Now().Before(deadline) {
 		s.open.mu.Lock()
-		active := 0
+		open, idle := 0, 0
 		for _, a := range s.open.byAddr {
-			active += a.n
+			open += a.n
 		}
-		idle := 0
 		for c := s.open.idle.head; c != nil; c = c.all.next {
 			idle++
 		}
 		s.open.mu.Unlock()
-		if active-idle >= n {
+		if ok(open, idle) {
 			return
 		}
 		runtime.Gosched()
 	}
-	t.Fatalf("fewer than %d requests past their headers within %v", n, guard)
+	t.Fatalf("no %s within %v", what, guard)
 }
