@@ -19,6 +19,42 @@ import (
 	"time"
 )
 
+// Net confines the network process. Call it once serving needs nothing
+// more from the system: after the chroot and the drop, after the listener
+// and exec channels are open, before serving. What stays possible:
+// accepting on the inherited listener, reading and writing the sockets and
+// pipes it holds or is sent, TLS, time, goroutines.
+func Net() (Report, error) {
+	return confine("net", netOS)
+}
+
+// Exec confines an exec process after its drop. commands are the absolute
+// program paths it may run, home the account's home (the working
+// directory of commands).
+func Exec(commands []string, home string) (Report, error) {
+	if err := checkExec(commands, home); err != nil {
+		return Report{}, err
+	}
+	return confine("exec", func(r *Report) error { return execOS(r, commands, home) })
+}
+
+// Parent confines the parent as far as reloading allows.
+func Parent() (Report, error) {
+	return confine("parent", parentOS)
+}
+
+// confine is what every role's call shares: once per process, the time
+// zone loaded while the files are reachable, then the system's own steps.
+func confine(role string, apply func(*Report) error) (Report, error) {
+	var r Report
+	if err := once(role); err != nil {
+		return r, err
+	}
+	loadZone()
+	err := apply(&r)
+	return r, err
+}
+
 // Report says what a sandbox call applied, for one log line.
 type Report struct {
 	Applied []string

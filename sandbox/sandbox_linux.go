@@ -11,7 +11,7 @@ import (
 	"kernel.org/pub/linux/libs/security/libcap/psx"
 )
 
-// Net confines the network process. Call it once serving needs nothing more
+// netOS confines the network process. Call it once serving needs nothing more
 // from the system: after the chroot and the drop, after the listener and
 // exec channels are open, before serving. It must leave working: accept on
 // the inherited listener, read/write on already open sockets and pipes,
@@ -24,33 +24,28 @@ import (
 // abstract sockets outside the process, as far as the kernel's ABI goes),
 // checked by trying what it forbids; the seccomp allow-list last, since it
 // forbids the system calls the steps before use.
-func Net() (Report, error) {
-	var r Report
-	if err := once("net"); err != nil {
-		return r, err
-	}
-	loadZone()
+func netOS(r *Report) error {
 	if err := noNewPrivs(); err != nil {
-		return r, fmt.Errorf("sandbox: net: %w", err)
+		return fmt.Errorf("sandbox: net: %w", err)
 	}
 	r.applied("no_new_privs")
 	if err := privsep.SetNotDumpable(); err != nil {
-		return r, fmt.Errorf("sandbox: net: %w", err)
+		return fmt.Errorf("sandbox: net: %w", err)
 	}
 	r.applied("not dumpable")
 	// The filter forbids new sockets: Landlock's gaps there (UDP before
 	// ABI v10, multipath TCP at any version) are then not the process's.
 	filtered := hasNetFilter()
-	if err := landlockNet(&r, filtered); err != nil {
-		return r, fmt.Errorf("sandbox: net: %w", err)
+	if err := landlockNet(r, filtered); err != nil {
+		return fmt.Errorf("sandbox: net: %w", err)
 	}
-	if err := seccompNet(&r); err != nil {
-		return r, fmt.Errorf("sandbox: net: %w", err)
+	if err := seccompNet(r); err != nil {
+		return fmt.Errorf("sandbox: net: %w", err)
 	}
-	return r, nil
+	return nil
 }
 
-// Exec confines an exec process after its drop. commands are the absolute
+// execOS confines an exec process after its drop. commands are the absolute
 // program paths it may run, home the account's home (the working directory
 // of commands).
 //
@@ -59,21 +54,14 @@ func Net() (Report, error) {
 // helpers such as sendmail (so no no_new_privs, which every command would
 // inherit), and to use the account's files and any system call (so no
 // Landlock or seccomp, whose domains are inherited too).
-func Exec(commands []string, home string) (Report, error) {
-	var r Report
-	if err := checkExec(commands, home); err != nil {
-		return r, err
-	}
-	if err := once("exec"); err != nil {
-		return r, err
-	}
+func execOS(r *Report, commands []string, home string) error {
 	if err := privsep.SetNotDumpable(); err != nil {
-		return r, fmt.Errorf("sandbox: exec: %w", err)
+		return fmt.Errorf("sandbox: exec: %w", err)
 	}
 	r.applied("not dumpable")
 	nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
 	if err != nil {
-		return r, fmt.Errorf("sandbox: exec: prctl PR_GET_NO_NEW_PRIVS: %w", err)
+		return fmt.Errorf("sandbox: exec: prctl PR_GET_NO_NEW_PRIVS: %w", err)
 	}
 	if nnp != 0 {
 		// Not an error: whoever started the daemon chose it (systemd's
@@ -83,26 +71,22 @@ func Exec(commands []string, home string) (Report, error) {
 		r.missing("no_new_privs: not set, commands may start setuid helpers such as sendmail")
 	}
 	r.missing("landlock, seccomp: not applied, commands inherit them and need the account's files and any system call")
-	return r, nil
+	return nil
 }
 
-// Parent confines the parent as far as reload allows. On Linux that is
+// parentOS confines the parent as far as reload allows. On Linux that is
 // only not dumpable, so that no core file keeps the TLS keys it reads:
 // reload reads any path the new configuration names, binds any address
 // and starts children as root, and no_new_privs would reach the exec
 // processes and break setuid helpers.
-func Parent() (Report, error) {
-	var r Report
-	if err := once("parent"); err != nil {
-		return r, err
-	}
+func parentOS(r *Report) error {
 	if err := privsep.SetNotDumpable(); err != nil {
-		return r, fmt.Errorf("sandbox: parent: %w", err)
+		return fmt.Errorf("sandbox: parent: %w", err)
 	}
 	r.applied("not dumpable")
 	r.missing("no_new_privs: not set, exec processes inherit it and must start setuid helpers")
 	r.missing("landlock, seccomp: not applied, reload reads any configured path, binds any address and starts children as root")
-	return r, nil
+	return nil
 }
 
 // noNewPrivs sets no_new_privs on every thread of the process.

@@ -47,29 +47,24 @@ const ldSo = "/usr/libexec/ld.so"
 // unveiled names per process.
 const maxUnveilFiles = 64
 
-// Net confines the network process: it sees no file at all and may only
+// netOS confines the network process: it sees no file at all and may only
 // use the sockets it has and receives. Call it once serving needs nothing
 // more from the system: after the chroot and the drop, after the listener
 // and exec channels are open, before serving.
-func Net() (Report, error) {
-	var r Report
-	if err := once("net"); err != nil {
-		return r, err
-	}
-	loadZone()
+func netOS(r *Report) error {
 	if err := hideAll(); err != nil {
-		return r, fmt.Errorf("sandbox: net: %w", err)
+		return fmt.Errorf("sandbox: net: %w", err)
 	}
 	r.applied("unveil: no filesystem")
 	if err := unix.PledgePromises(netPromises); err != nil {
-		return r, fmt.Errorf("sandbox: net: pledge %q: %w", netPromises, err)
+		return fmt.Errorf("sandbox: net: pledge %q: %w", netPromises, err)
 	}
 	r.applied("pledge: %s", netPromises)
-	notDumpable(&r)
-	return r, nil
+	notDumpable(r)
+	return nil
 }
 
-// Exec confines an exec process after its drop (and after its chdir to
+// execOS confines an exec process after its drop (and after its chdir to
 // "/", which is not unveiled). commands are the absolute program paths it
 // may run, home the account's home (the working directory of commands).
 //
@@ -79,27 +74,19 @@ func Net() (Report, error) {
 // A missing home makes commands start in "/", which is not visible: they
 // then fail to start, and Missing says so. /etc/passwd is not unveiled:
 // the process gets its account resolved and never looks one up.
-func Exec(commands []string, home string) (Report, error) {
-	var r Report
-	if err := checkExec(commands, home); err != nil {
-		return r, err
-	}
-	if err := once("exec"); err != nil {
-		return r, err
-	}
-	loadZone()
+func execOS(r *Report, commands []string, home string) error {
 	paths, notFound := execPaths(commands)
 	for _, c := range notFound {
 		r.missing("unveil: command %s not found, it cannot start", c)
 	}
 	for _, p := range paths {
 		if err := unveil(p, "x"); err != nil {
-			return r, fmt.Errorf("sandbox: exec: %w", err)
+			return fmt.Errorf("sandbox: exec: %w", err)
 		}
 	}
 	for _, p := range []string{ldSo, "/dev/null"} {
 		if err := unveil(p, "r"); err != nil {
-			return r, fmt.Errorf("sandbox: exec: %w", err)
+			return fmt.Errorf("sandbox: exec: %w", err)
 		}
 	}
 	what := fmt.Sprintf("unveil: %d command paths (x), %s and /dev/null (r)", len(paths), ldSo)
@@ -110,37 +97,32 @@ func Exec(commands []string, home string) (Report, error) {
 		if fi, err := os.Stat(home); err != nil || !fi.IsDir() {
 			r.missing("unveil: home %s is not a directory; commands would start in /, which is not visible", home)
 		} else if err := unveil(home, "r"); err != nil {
-			return r, fmt.Errorf("sandbox: exec: %w", err)
+			return fmt.Errorf("sandbox: exec: %w", err)
 		} else {
 			what += ", " + home + " (r)"
 		}
 	}
 	if err := unix.UnveilBlock(); err != nil {
-		return r, fmt.Errorf("sandbox: exec: unveil: lock: %w", err)
+		return fmt.Errorf("sandbox: exec: unveil: lock: %w", err)
 	}
 	r.applied("%s", what)
 	if err := unix.PledgePromises(execPromises); err != nil {
-		return r, fmt.Errorf("sandbox: exec: pledge %q: %w", execPromises, err)
+		return fmt.Errorf("sandbox: exec: pledge %q: %w", execPromises, err)
 	}
 	r.applied("pledge: %s", execPromises)
-	notDumpable(&r)
-	return r, nil
+	notDumpable(r)
+	return nil
 }
 
-// Parent confines the parent as far as reload allows: a pledge, no unveil,
+// parentOS confines the parent as far as reload allows: a pledge, no unveil,
 // since a reload reads whatever paths the new configuration names.
-func Parent() (Report, error) {
-	var r Report
-	if err := once("parent"); err != nil {
-		return r, err
-	}
-	loadZone()
+func parentOS(r *Report) error {
 	if err := unix.PledgePromises(parentPromises); err != nil {
-		return r, fmt.Errorf("sandbox: parent: pledge %q: %w", parentPromises, err)
+		return fmt.Errorf("sandbox: parent: pledge %q: %w", parentPromises, err)
 	}
 	r.applied("pledge: %s", parentPromises)
 	r.missing("unveil: not applied, reload reads whatever paths the new configuration names")
-	return r, nil
+	return nil
 }
 
 // hideAll makes the whole filesystem invisible and locks unveil.
