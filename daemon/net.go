@@ -71,11 +71,14 @@ func (n *netProc) deliver(target int, remote netip.AddrPort, body []byte) error 
 	if ch == nil {
 		return fmt.Errorf("no exec process for target %d", target)
 	}
-	payload := encodeEvent(remote, body)
+	frame, err := eventFrame(remote, body)
+	if err != nil {
+		return err
+	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.conn != nil {
-		err := ch.conn.TrySend(msgEvent, payload)
+		err := ch.conn.TrySendFrame(frame)
 		if err == nil {
 			return nil
 		}

@@ -742,10 +742,25 @@ const maxPeer = 64
 // the body is not escaped again on the request path). The exec process
 // decodes and validates the body again.
 func encodeEvent(remote netip.AddrPort, body []byte) []byte {
-	b := make([]byte, 0, 48+len(body))
-	b = remote.AppendTo(b)
-	b = append(b, '\n')
-	return append(b, body...)
+	f, err := eventFrame(remote, body)
+	if err != nil {
+		return nil
+	}
+	return f[privsep.HeaderLen:]
+}
+
+// eventFrame is the whole frame of a msgEvent, built with one allocation
+// and one copy of the body: the request path's way.
+func eventFrame(remote netip.AddrPort, body []byte) ([]byte, error) {
+	var buf [maxPeer]byte
+	peer := remote.AppendTo(buf[:0])
+	f, err := privsep.NewFrame(msgEvent, len(peer)+1+len(body))
+	if err != nil {
+		return nil, err
+	}
+	f = append(f, peer...)
+	f = append(f, '\n')
+	return append(f, body...), nil
 }
 
 // decodeEvent parses what encodeEvent made; the body aliases p.

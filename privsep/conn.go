@@ -234,6 +234,20 @@ func (c *Conn) TrySend(typ uint32, payload []byte) error {
 	if err != nil {
 		return err
 	}
+	return c.trySend(typ, frame)
+}
+
+// TrySendFrame is TrySend of a frame the caller built with NewFrame and
+// filled, so that a payload made of parts is copied once, into the frame.
+func (c *Conn) TrySendFrame(frame []byte) error {
+	typ, _, err := DecodeFrame(frame)
+	if err != nil {
+		return fmt.Errorf("privsep: try send: %w", err)
+	}
+	return c.trySend(typ, frame)
+}
+
+func (c *Conn) trySend(typ uint32, frame []byte) error {
 	// Control, not Write: RawConn.Write takes the runtime's write lock on
 	// the socket, which a Send blocked on a full buffer holds, and checks
 	// the deadline SendTimeout set. Control only keeps the descriptor from

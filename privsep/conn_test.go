@@ -700,3 +700,35 @@ func BenchmarkSend(b *testing.B) {
 func BenchmarkSendTimeout(b *testing.B) {
 	benchSend(b, func(c *Conn, p []byte) error { return c.SendTimeout(time.Second, 1, p) })
 }
+
+// A frame built with NewFrame arrives as TrySend's would; one whose
+// header does not match its length is refused and nothing is sent.
+func TestTrySendFrame(t *testing.T) {
+	a, b := connPair(t)
+	f, err := NewFrame(7, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.TrySendFrame(append(f, "hello"...)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.Recv()
+	if err != nil || m.Type != 7 || string(m.Payload) != "hello" {
+		t.Fatalf("got %d %q %v", m.Type, m.Payload, err)
+	}
+	for _, bad := range [][]byte{append(f[:HeaderLen:HeaderLen], "hi"...), append(f[:HeaderLen:HeaderLen], "hello!"...), f[:4]} {
+		if err := a.TrySendFrame(bad); err == nil {
+			t.Errorf("frame %q sent", bad)
+		}
+	}
+	if _, err := NewFrame(7, MaxPayload+1); !errors.Is(err, ErrOversize) {
+		t.Errorf("an oversized frame: %v", err)
+	}
+	// Nothing of the refused frames reached the peer.
+	if err := a.TrySend(8, nil); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := b.Recv(); err != nil || m.Type != 8 {
+		t.Errorf("after the refused frames: %d %v", m.Type, err)
+	}
+}

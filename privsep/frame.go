@@ -46,6 +46,19 @@ func EncodeFrame(typ uint32, payload []byte) ([]byte, error) {
 	return b, nil
 }
 
+// NewFrame returns the header of a frame for a payload of exactly n
+// bytes, with room for them: the caller appends the payload and sends the
+// frame with Conn.TrySendFrame, which checks that the length matches.
+func NewFrame(typ uint32, n int) ([]byte, error) {
+	if n < 0 || n > MaxPayload {
+		return nil, fmt.Errorf("privsep: encode type %d: payload of %d bytes: %w", typ, n, ErrOversize)
+	}
+	b := make([]byte, HeaderLen, HeaderLen+n)
+	binary.BigEndian.PutUint32(b[0:4], typ)
+	binary.BigEndian.PutUint32(b[4:8], uint32(n))
+	return b, nil
+}
+
 // DecodeFrame parses exactly one frame: b must be the header and exactly
 // the payload it announces. The payload aliases b.
 func DecodeFrame(b []byte) (typ uint32, payload []byte, err error) {
