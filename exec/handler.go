@@ -140,16 +140,27 @@ func (h *handler) deliver(ev event.Event, remote netip.AddrPort) {
 		h.log.Debug("event turns the pending recovery run into an event run")
 	case h.phase != noPending:
 		h.log.Debug("event coalesced into pending run", "count", h.count)
+	default:
+		h.schedule("event")
+	}
+}
+
+// schedule starts the way of a new pending run (what, its trigger, is
+// logged):
+// after the running command, after the delay, or through the limiter.
+// Must be called with mu held and no run pending.
+func (h *handler) schedule(what string) {
+	switch {
 	case h.running:
 		// Not idle: no new delay, the run after this one goes through
 		// the limiter when the command ends.
 		h.phase = waitRun
-		h.log.Debug("event pending until the running command ends")
+		h.log.Debug("run pending until the running command ends", "trigger", what)
 	case h.cfg.Delay > 0:
 		// A burst starts; later events do not extend the delay.
 		h.phase = waitDelay
 		h.armWait(h.cfg.Delay, h.delayDone)
-		h.log.Debug("burst started, run delayed", "delay", h.cfg.Delay.String())
+		h.log.Debug("burst started, run delayed", "trigger", what, "delay", h.cfg.Delay.String())
 	default:
 		h.acquire()
 	}
@@ -172,17 +183,7 @@ func (h *handler) recover() {
 	h.count = 0
 	h.last = event.Event{}
 	h.remote = netip.AddrPort{}
-	switch {
-	case h.running:
-		h.phase = waitRun
-		h.log.Debug("recovery run pending until the running command ends")
-	case h.cfg.Delay > 0:
-		h.phase = waitDelay
-		h.armWait(h.cfg.Delay, h.delayDone)
-		h.log.Debug("recovery run delayed", "delay", h.cfg.Delay.String())
-	default:
-		h.acquire()
-	}
+	h.schedule("recovery")
 }
 
 // acquire takes a token for the pending run and starts it, or arms
