@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -624,6 +626,13 @@ func (s *supervisor) readied() {
 }
 
 func (s *supervisor) owedReport(pr *proc, o wireOwed) {
+	// Security: the report comes from the least trusted process; only a
+	// target of the configuration in force may enter the parent's books,
+	// so a compromised one cannot make them grow.
+	if !slices.Contains(slices.Collect(maps.Values(s.streams.targets)), o.Target) {
+		s.log.Warn("the network process reports an unknown exec process", "child", pr.name, "target", o.Target)
+		return
+	}
 	if s.current(pr) {
 		s.owed[o.Target] = o.Owed
 		return

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -534,4 +535,19 @@ func FuzzControl(f *testing.F) {
 			t.Fatalf("%v is no protocol violation", err)
 		}
 	})
+}
+
+// A compromised network process cannot make the root parent's books grow
+// with reports about exec processes that do not exist.
+func TestOwedReportOnlyKnownTargets(t *testing.T) {
+	n := &proc{name: "net"}
+	s := &supervisor{streams: &streams{targets: map[string]int{"alice": 3}}, owed: map[int]bool{},
+		execs: map[string]*proc{}, net: n, log: slog.New(slog.DiscardHandler)}
+	for i := range 1000 {
+		s.owedReport(n, wireOwed{Target: 100 + i, Owed: true})
+	}
+	s.owedReport(n, wireOwed{Target: 3, Owed: true})
+	if len(s.owed) != 1 || !s.owed[3] {
+		t.Errorf("owed %v, want only target 3", s.owed)
+	}
 }
