@@ -116,6 +116,7 @@ type proc struct {
 	err  error         // Wait's result, valid after done
 
 	stopping bool                   // asked to stop, or replaced: its exit is no crash
+	reported bool                   // killed on another child's report: restarted, not counted
 	ready    bool                   // reported ready once
 	gen      uint64                 // last generation it reported in force
 	fatal    atomic.Pointer[string] // its last words (msgFatal), set by the reader
@@ -157,8 +158,8 @@ type supervisor struct {
 	execs        map[string]*proc     // by account; nil value: being restarted
 	live         map[int]*proc        // every child not yet reaped, by pid
 	owed         map[int]bool         // targets owed a recovery run
-	crashes      []time.Time          // of children, within crashWindow
-	crashedChild map[time.Time]string // which child each crash was
+	crashes      []time.Time          // of children, within crashWindow: the budget
+	crashedChild map[time.Time]string // which child went when, for the backoff
 	started      bool                 // the first start-up completed
 	inForce      uint64               // the last generation every child reported
 	stopping     bool
@@ -591,6 +592,7 @@ func (s *supervisor) handle(ev procEvent) error {
 			err = f.validate()
 		}
 		if err == nil && s.net != nil {
+			s.net.reported = true
 			s.kill(s.net, fmt.Sprintf("%s reports a protocol violation: %s", pr.name, f.Reason))
 		}
 	}
@@ -693,30 +695,34 @@ func (s *supervisor) exited(pr *proc) error {
 		return fmt.Errorf("child %s died during start-up (%s)", pr.name, reason)
 	}
 	now := time.Now()
-	recent := s.crashes[:0]
-	for _, t := range s.crashes {
-		if now.Sub(t) < crashWindow {
-			recent = append(recent, t)
+	if pr.reported {
+		// Killed because an exec process reported it: backoff, but no
+		// crash of the budget, or one account's process could stop the
+		// daemon for everyone by reporting six times.
+		s.log.Info("the network process was replaced on an exec process's report; not counted as a crash", "child", pr.name)
+	} else {
+		recent := s.crashes[:0]
+		for _, t := range s.crashes {
+			if now.Sub(t) < crashWindow {
+				recent = append(recent, t)
+			}
+		}
+		s.crashes = append(recent, now)
+		if len(s.crashes) > maxCrashes {
+			return fmt.Errorf("more than %d crashes of children within %s, the last %s (%s)", maxCrashes, crashWindow, pr.name, reason)
 		}
 	}
-	s.crashes = append(recent, now)
-	if len(s.crashes) > maxCrashes {
-		return fmt.Errorf("more than %d crashes of children within %s, the last %s (%s)", maxCrashes, crashWindow, pr.name, reason)
-	}
-	// The more this child crashed lately, the longer it waits.
+	// The more this child went lately, the longer it waits.
 	delay := backoffMin
-	for _, t := range s.crashes[:len(s.crashes)-1] {
-		if s.crashedChild[t] == pr.name && delay < backoffMax {
+	for t, name := range s.crashedChild {
+		if now.Sub(t) >= crashWindow {
+			delete(s.crashedChild, t)
+		} else if name == pr.name && delay < backoffMax {
 			delay *= 2
 		}
 	}
 	delay = min(delay, backoffMax)
 	s.crashedChild[now] = pr.name
-	for t := range s.crashedChild {
-		if now.Sub(t) >= crashWindow {
-			delete(s.crashedChild, t)
-		}
-	}
 	s.log.Info("restarting child", "child", pr.name, "in", delay.String())
 	name := pr.name
 	time.AfterFunc(delay, func() {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/listener"
@@ -549,5 +550,35 @@ func TestOwedReportOnlyKnownTargets(t *testing.T) {
 	s.owedReport(n, wireOwed{Target: 3, Owed: true})
 	if len(s.owed) != 1 || !s.owed[3] {
 		t.Errorf("owed %v, want only target 3", s.owed)
+	}
+}
+
+// Network processes killed on an exec process's report are restarted but
+// not counted: one account's process reporting six times must not stop
+// the daemon for everyone. Real crashes are counted.
+func TestReportedKillsNotCounted(t *testing.T) {
+	s := &supervisor{streams: &streams{targets: map[string]int{}}, owed: map[int]bool{}, execs: map[string]*proc{},
+		live: map[int]*proc{}, crashedChild: map[time.Time]string{}, restart: make(chan string, 64),
+		quit: make(chan struct{}), started: true, log: slog.New(slog.DiscardHandler)}
+	defer close(s.quit)
+	lose := func(reported bool) error {
+		c, _ := pair(t)
+		pr := &proc{name: "net", reported: reported, child: &privsep.Child{Conn: c}, readDone: make(chan struct{})}
+		close(pr.readDone)
+		s.net = pr
+		return s.exited(pr)
+	}
+	for i := range 10 {
+		if err := lose(true); err != nil {
+			t.Fatalf("reported kill %d: %v", i, err)
+		}
+	}
+	for i := range maxCrashes {
+		if err := lose(false); err != nil {
+			t.Fatalf("crash %d: %v", i, err)
+		}
+	}
+	if err := lose(false); err == nil || !strings.Contains(err.Error(), "more than 5 crashes") {
+		t.Errorf("crash %d: %v", maxCrashes+1, err)
 	}
 }
