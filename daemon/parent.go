@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/internal/sdnotify"
 	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
 	"github.com/imserious/imserious/sandbox"
@@ -59,6 +60,13 @@ type Parent struct {
 	Log    *slog.Logger
 	LogOpt logOptions
 	Stdout io.Writer // where children log; normally os.Stdout
+	// ChildOutput, when set, gives each child started its own stdout and
+	// stderr (syslog's line relays, one per stream); nil: Stdout for both.
+	ChildOutput func(name string) (stdout, stderr io.Writer)
+
+	// Notify tells the service manager (systemd's $NOTIFY_SOCKET) when
+	// the daemon serves, reloads and stops; nil: there is none.
+	Notify *sdnotify.Notifier
 
 	// Ready, when set, is called with the bound address once every child
 	// reported ready.
@@ -381,7 +389,11 @@ func (s *supervisor) post(ev procEvent) {
 
 // spawn starts a child and the goroutines that watch it.
 func (s *supervisor) spawn(name string, args []string) (*proc, error) {
-	c, err := privsep.StartChild(name, args, s.p.Stdout, s.p.Stdout)
+	stdout, stderr := s.p.Stdout, s.p.Stdout
+	if s.p.ChildOutput != nil {
+		stdout, stderr = s.p.ChildOutput(name)
+	}
+	c, err := privsep.StartChild(name, args, stdout, stderr)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -616,6 +628,7 @@ func (s *supervisor) readied() {
 		s.started, s.inForce = true, s.gen
 		s.log.Info("listening", "addr", s.ln.Addr().String(), "handlers", len(s.cfg.Handlers),
 			"accounts", len(s.execs), "privsep", s.p.Root, "tls", s.certs != nil)
+		s.notify(s.p.Notify.Ready(fmt.Sprintf("listening on %s, %d handlers", s.ln.Addr(), len(s.cfg.Handlers))))
 		if s.p.Ready != nil {
 			s.p.Ready(s.ln.Addr())
 		}
@@ -624,6 +637,7 @@ func (s *supervisor) readied() {
 	if s.gen > s.inForce {
 		s.inForce = s.gen
 		s.log.Info("configuration in force", "generation", s.gen)
+		s.notify(s.p.Notify.Ready(fmt.Sprintf("listening on %s, %d handlers, configuration generation %d", s.ln.Addr(), len(s.cfg.Handlers), s.gen)))
 	}
 }
 
@@ -817,6 +831,7 @@ func (s *supervisor) stopProc(pr *proc, grace, wait time.Duration) {
 // stopped child.
 func (s *supervisor) shutdown(grace time.Duration) {
 	s.stopping = true
+	s.notify(s.p.Notify.Stopping())
 	s.stopTLS()
 	var nets, execs []*proc
 	for _, pr := range s.live {
@@ -847,6 +862,7 @@ func (s *supervisor) shutdown(grace time.Duration) {
 // invalid one is logged with every error and the old one kept.
 func (s *supervisor) reload(reason string) {
 	s.log.Info("reloading the configuration", "reason", reason, "file", s.cfg.File)
+	s.notify(s.p.Notify.Reloading())
 	if s.certs != nil {
 		s.certs.Reload(reason)
 	}
@@ -855,6 +871,7 @@ func (s *supervisor) reload(reason string) {
 			s.log.Error(line)
 		}
 		s.log.Error("reload failed, the running configuration stays in force")
+		s.notify(s.p.Notify.Ready("reload failed, the running configuration stays in force"))
 	}
 	nc, err := s.p.load()
 	if err != nil {
@@ -999,6 +1016,13 @@ func (s *supervisor) reload(reason string) {
 	s.log.Info("configuration reloaded", "generation", s.gen, "handlers", len(nc.Handlers),
 		"accounts_added", added, "accounts_removed", removed, "accounts_changed", changed, "accounts_kept", kept,
 		"net_restarted", restartNet)
+}
+
+// notify logs a failure to tell the service manager; the daemon goes on.
+func (s *supervisor) notify(err error) {
+	if err != nil {
+		s.log.Warn("cannot notify the service manager", "err", err)
+	}
 }
 
 func sameTLS(a, b *config.TLS) bool {

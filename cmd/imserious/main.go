@@ -17,6 +17,7 @@ import (
 
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/daemon"
+	"github.com/imserious/imserious/internal/sdnotify"
 	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
 	"github.com/imserious/imserious/tlsreload"
@@ -30,7 +31,14 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: imserious [-dn] [-c file] [file]\n       imserious -V")
+	fmt.Fprintf(w, `usage: imserious [-dn] [-c file] [file]
+       imserious -V
+  -c, --config file   the configuration (default %s)
+  -d                  log at debug level (IMSERIOUS_LOG overrides)
+  -n, -t, --test      check the configuration and exit
+  -V, -v, --version   print the version and exit
+  -h, --help          print this help and exit
+`, config.DefaultPath)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -42,29 +50,45 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	fs := flag.NewFlagSet("imserious", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	debug := fs.Bool("d", false, "log at debug level")
-	check := fs.Bool("n", false, "check the configuration and exit")
-	checkT := fs.Bool("t", false, "same as -n")
-	cfgFlag := fs.String("c", "", "configuration file")
-	version := fs.Bool("V", false, "print the version")
+	// Ours and the original's spellings (-v, -t, --config, --test,
+	// --version, --help); flag takes -x and --x alike.
+	var debug, check, version, help bool
+	var cfgFlag string
+	fs.BoolVar(&debug, "d", false, "")
+	for _, name := range []string{"n", "t", "test"} {
+		fs.BoolVar(&check, name, false, "")
+	}
+	for _, name := range []string{"V", "v", "version"} {
+		fs.BoolVar(&version, name, false, "")
+	}
+	for _, name := range []string{"h", "help"} {
+		fs.BoolVar(&help, name, false, "")
+	}
+	for _, name := range []string{"c", "config"} {
+		fs.StringVar(&cfgFlag, name, "", "")
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		fmt.Fprintf(stderr, "imserious: %v\n", err)
 		usage(stderr)
 		return 1
 	}
-	if *version {
+	if help {
+		usage(stdout)
+		return 0
+	}
+	if version {
 		fmt.Fprintln(stdout, "imserious", Version)
 		return 0
 	}
 	path := config.DefaultPath
 	switch {
-	case fs.NArg() > 1, fs.NArg() == 1 && *cfgFlag != "":
+	case fs.NArg() > 1, fs.NArg() == 1 && cfgFlag != "":
 		usage(stderr)
 		return 1
 	case fs.NArg() == 1:
 		path = fs.Arg(0)
-	case *cfgFlag != "":
-		path = *cfgFlag
+	case cfgFlag != "":
+		path = cfgFlag
 	}
 	root := os.Geteuid() == 0
 
@@ -74,17 +98,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var level slog.Level
 	if err == nil {
-		level, err = logging.EffectiveLevel(cfg.Log.MaxLevel, *debug, os.Getenv)
+		level, err = logging.EffectiveLevel(cfg.Log.MaxLevel, debug, os.Getenv)
 		if err != nil {
 			err = fmt.Errorf("IMSERIOUS_LOG: %w", err)
 		}
 	}
-	if err == nil && (*check || *checkT) {
+	if err == nil && (check) {
 		// Build every message start-up would send, so that -n never
 		// calls good a configuration that cannot start.
 		err = daemon.Check(cfg, root, daemon.NewLogOptions(level, cfg.Log))
 	}
-	if *check || *checkT {
+	if check {
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
@@ -139,6 +163,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
 	}
+	// Under systemd (Type=notify): READY=1 once serving, RELOADING=1 and
+	// READY=1 around a reload, STOPPING=1.
+	notifier, err := sdnotify.Open()
+	if err != nil {
+		log.Warn("cannot reach the service manager, not notifying it", "err", err)
+	}
+	defer notifier.Close()
+	p.Notify = notifier
 	if err := p.Run(ctx); err != nil {
 		log.Error("fatal", "err", err)
 		return 1
