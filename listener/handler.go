@@ -3,6 +3,7 @@ package listener
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/internal/prefix"
+	"github.com/imserious/imserious/logging"
 )
 
 // serveHTTP runs the checks of spec §3 in the table's order, after the
@@ -121,10 +123,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// heap in the common case.
 	var buf [8]int
 	targets := buf[:0]
+	handlers := 0
 	for _, rt := range p.routes[ev.User] {
-		if rt.event == ev.Event && !slices.Contains(targets, rt.target) &&
-			(len(rt.ip) == 0 || prefix.Contains(rt.ip, peer.Addr())) {
-			targets = append(targets, rt.target)
+		if rt.event == ev.Event && (len(rt.ip) == 0 || prefix.Contains(rt.ip, peer.Addr())) {
+			handlers++
+			if !slices.Contains(targets, rt.target) {
+				targets = append(targets, rt.target)
+			}
 		}
 	}
 	var failed []int
@@ -147,15 +152,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// One info line per accepted event: the operator sees each
-	// notification arrive; one for nobody is only debug.
-	level, msg := slog.LevelInfo, "event accepted"
+	// notification arrive, and how many handlers it starts.
 	if len(targets) == 0 {
-		level, msg = slog.LevelDebug, "event matches no handler"
-	}
-	if s.log.Enabled(r.Context(), level) { // peer.String allocates
-		s.log.LogAttrs(r.Context(), level, msg,
+		s.unmatched(r, p, &ev, peer)
+	} else if s.log.Enabled(r.Context(), slog.LevelInfo) { // peer.String allocates
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "event accepted",
 			slog.String("user", ev.User), slog.String("event", ev.Event),
-			slog.String("peer", peer.String()), slog.Int("handlers", len(targets)))
+			slog.String("peer", peer.String()), slog.Int("handlers", handlers))
 	}
 	// Sent even if Deliver outlived the deadline: the event is queued, and
 	// a 408 would make Dovecot send it again.
@@ -356,4 +359,76 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, peer netip.AddrP
 		slog.String("peer", peer.String()), slog.String("method", r.Method),
 		slog.String("path", r.URL.Path), slog.Int("status", status),
 		slog.String("reason", reason))
+}
+
+// unmatched logs an event no handler takes. For a user with no handler at
+// all it is an info line, once per user per hour, with a hint when a
+// handler is written for what is most likely the same user: the local part
+// of the address Dovecot sent, the address of a bare name, another case.
+// This is the classic virtual-user trap (Dovecot sends "alice@example.org",
+// the handler says "alice"), and nothing else would show it. For a user
+// whose handlers want another event or peer it stays a debug line.
+func (s *Server) unmatched(r *http.Request, p *policy, ev *event.Event, peer netip.AddrPort) {
+	ctx := r.Context()
+	if len(p.routes[ev.User]) > 0 {
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.LogAttrs(ctx, slog.LevelDebug, "event matches no handler",
+				slog.String("user", ev.User), slog.String("event", ev.Event),
+				slog.String("peer", peer.String()), slog.Int("handlers", 0))
+		}
+		return
+	}
+	if !s.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	ok, suppressed := s.noHandler.Allow(ev.User)
+	if !ok {
+		return
+	}
+	attrs := []slog.Attr{slog.String("user", ev.User), slog.String("event", ev.Event),
+		slog.String("peer", peer.String()), slog.Int("handlers", 0)}
+	if hint := userHint(p.routes, ev.User); hint != "" {
+		attrs = append(attrs, slog.String("hint", hint))
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int(logging.SuppressedKey, suppressed))
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "event for a user without a handler, accepted and ignored", attrs...)
+}
+
+// userHint names the handler's user most likely meant for user, or "".
+// Of several candidates the first in sort order is named, so the hint
+// does not change from one line to the next.
+func userHint(routes map[string][]route, user string) string {
+	var best string
+	pick := func(u string) {
+		if best == "" || u < best {
+			best = u
+		}
+	}
+	local, _, hasAt := strings.Cut(user, "@")
+	if hasAt {
+		if _, ok := routes[local]; ok {
+			pick(local)
+		}
+	}
+	if best == "" {
+		for u := range routes {
+			if !hasAt && strings.HasPrefix(u, user+"@") {
+				pick(u)
+			}
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("a handler is written for user %q, but Dovecot names this user %q: write user = %q", best, user, user)
+	}
+	for u := range routes {
+		if strings.EqualFold(u, user) {
+			pick(u)
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("a handler is written for user %q; user names are matched exactly, case included", best)
+	}
+	return ""
 }

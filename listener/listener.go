@@ -20,8 +20,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/imserious/imserious/clock"
 	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/internal/prefix"
+	"github.com/imserious/imserious/logging"
 )
 
 // MaxBody is the largest notification body accepted; Dovecot's bodies are
@@ -86,7 +88,14 @@ type Config struct {
 	// DefaultMaxOpenPerIP. Update changes them in place.
 	MaxOpen      int
 	MaxOpenPerIP int
+	// Clock times the limits of log lines; nil: clock.System.
+	Clock clock.Clock
 }
+
+// unmatchedPerHour bounds the lines about users without a handler, all
+// users together: enough for a server's worth of misconfigured users, not
+// a log flood from forged names.
+const unmatchedPerHour = 100
 
 // Deliver hands a validated body to exec channel target. The remote is the
 // HTTP peer (IPv4-mapped addresses unmapped). It is called on the request
@@ -119,11 +128,14 @@ type Server struct {
 	sem      chan struct{} // one token per request being decoded
 	open     *openConns
 	warn     *rateLog // warn lines about clients
-	deliver  Deliver
-	log      *slog.Logger
-	tls      *tls.Config
-	srv      *http.Server
-	handler  http.Handler
+	// noHandler limits the info lines about events for users without a
+	// handler: one per user per hour (users come from the client).
+	noHandler *logging.Limiter
+	deliver   Deliver
+	log       *slog.Logger
+	tls       *tls.Config
+	srv       *http.Server
+	handler   http.Handler
 
 	// onWait, when set (tests only), is called when a request starts
 	// waiting for a slot, so tests can synchronise on it.
@@ -160,12 +172,13 @@ func New(cfg Config, deliver Deliver, log *slog.Logger) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		timeout: timeout(cfg),
-		sem:     make(chan struct{}, maxConnections(cfg)),
-		open:    newOpenConns(cfg),
-		warn:    newRateLog(log, time.Now),
-		deliver: deliver,
-		log:     log,
+		timeout:   timeout(cfg),
+		sem:       make(chan struct{}, maxConnections(cfg)),
+		open:      newOpenConns(cfg),
+		warn:      newRateLog(log, time.Now),
+		noHandler: logging.NewLimiterTotal(time.Hour, 1, unmatchedPerHour, cfg.Clock),
+		deliver:   deliver,
+		log:       log,
 	}
 	s.bodyIdle = min(s.timeout, maxBodyIdle)
 	s.policy.Store(newPolicy(cfg))

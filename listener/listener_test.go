@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/imserious/imserious/clock/clocktest"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -607,25 +608,68 @@ func TestRejectLog(t *testing.T) {
 	}
 }
 
-// TestAcceptedLog: an accepted event is one info line naming user, event
-// and peer; one that matches no handler is logged at debug.
+// TestAcceptedLog: an accepted event is one info line naming user, event,
+// peer and the number of handlers it starts (handlers, not exec
+// processes); one for a user without any handler is an info line too,
+// once per user per hour; one for a user whose handlers want another
+// event is only debug.
 func TestAcceptedLog(t *testing.T) {
 	var logs logBuffer
-	addr := start(t, New(testConfig(), (&recorder{}).deliver, newLogger(&logs)))
+	clk := clocktest.New(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	cfg := testConfig()
+	cfg.Clock = clk
+	// Two handlers of alice on one exec process, one on another.
+	cfg.Routes = []Route{{User: "alice", Event: "MessageNew", Target: 0}, {User: "alice", Event: "MessageNew", Target: 0},
+		{User: "alice", Event: "MessageNew", Target: 1}, {User: "alice", Event: "FlagsSet", Target: 1}}
+	addr := start(t, New(cfg, (&recorder{}).deliver, newLogger(&logs)))
 	rc := dial(t, addr)
 	rc.do(put(goodBody).String())
+	rc.do(put(`{"user":"alice","event":"MessageRead"}`).String())
+	for range 3 {
+		rc.do(put(`{"user":"nobody","event":"MessageNew"}`).String())
+	}
+	clk.Advance(time.Hour)
 	rc.do(put(`{"user":"nobody","event":"MessageNew"}`).String())
 	lines := logs.lines()
-	if len(lines) != 2 {
-		t.Fatalf("log lines %q, want 2", lines)
+	want := []struct {
+		level, msg, user string
+		handlers         int
+		suppressed       any
+	}{
+		{"INFO", "event accepted", "alice", 3, nil},
+		{"DEBUG", "event matches no handler", "alice", 0, nil},
+		{"INFO", "event for a user without a handler, accepted and ignored", "nobody", 0, nil},
+		{"INFO", "event for a user without a handler, accepted and ignored", "nobody", 0, float64(2)},
 	}
-	for i, want := range []struct{ level, user string }{{"INFO", "alice"}, {"DEBUG", "nobody"}} {
+	if len(lines) != len(want) {
+		t.Fatalf("log lines %q, want %d", lines, len(want))
+	}
+	for i, want := range want {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(lines[i]), &m); err != nil {
 			t.Fatal(err)
 		}
-		if m["level"] != want.level || m["user"] != want.user || m["event"] != "MessageNew" || m["peer"] != rc.c.LocalAddr().String() {
+		if m["level"] != want.level || m["msg"] != want.msg || m["user"] != want.user || m["handlers"] != float64(want.handlers) ||
+			m["event"] == nil || m["peer"] != rc.c.LocalAddr().String() || m["suppressed"] != want.suppressed {
 			t.Errorf("line %d: %s", i, lines[i])
+		}
+	}
+}
+
+// TestUnmatchedUserHint: the line about a user without a handler names
+// the handler most likely meant, the classic virtual-user trap first.
+func TestUnmatchedUserHint(t *testing.T) {
+	routes := map[string][]route{"alice": nil, "bob@example.org": nil, "bob@example.net": nil, "Carol": nil, "dave@x": nil}
+	for _, c := range []struct{ user, hint string }{
+		{"alice@example.org", `a handler is written for user "alice", but Dovecot names this user "alice@example.org": write user = "alice@example.org"`},
+		{"bob", `a handler is written for user "bob@example.net", but Dovecot names this user "bob": write user = "bob"`},
+		{"carol", `a handler is written for user "Carol"; user names are matched exactly, case included`},
+		{"dave@y", ""},
+		{"eve", ""},
+		{"eve@", ""},
+	} {
+		if got := userHint(routes, c.user); got != c.hint {
+			t.Errorf("userHint(%q) = %q, want %q", c.user, got, c.hint)
 		}
 	}
 }

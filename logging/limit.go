@@ -83,6 +83,13 @@ func NewLimiter(every time.Duration, burst int, clk clock.Clock) *Limiter {
 	return newLimiter(every, burst, LimitTotal*burst, LimitKeys, clk)
 }
 
+// NewLimiterTotal is NewLimiter with the cap on all keys together set to
+// total lines per every instead of LimitTotal×burst, for lines an operator
+// wants to see for many keys (one per user), still bounded.
+func NewLimiterTotal(every time.Duration, burst, total int, clk clock.Clock) *Limiter {
+	return newLimiter(every, burst, total, LimitKeys, clk)
+}
+
 func newLimiter(every time.Duration, burst, total, maxKeys int, clk clock.Clock) *Limiter {
 	if every <= 0 || burst < 1 || total < 1 || maxKeys < 1 {
 		panic("logging: NewLimiter: every must be positive and burst at least 1")
