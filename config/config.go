@@ -42,8 +42,9 @@ type Config struct {
 	Privsep            Privsep
 	Handlers           []Handler
 
-	src      *source // where each key was written, for Resolve's messages
-	warnings Errors  // filled by Resolve
+	src           *source // where each key was written, for Resolve's messages
+	parseWarnings Errors  // found by Parse; Resolve starts from them
+	warnings      Errors  // parseWarnings, then what Resolve found
 }
 
 // Auth holds HTTP Basic credentials.
@@ -72,6 +73,17 @@ type Log struct {
 	Timestamp bool
 	Target    bool
 	Level     bool
+
+	// Output is where lines go: "stdout" (the default) or "syslog".
+	Output string
+	// Facility is the syslog facility's canonical name (a key of
+	// SyslogFacilities), default "daemon", and FacilityCode its number
+	// (daemon is 3). Both are filled whatever Output says.
+	Facility     string
+	FacilityCode int
+	// SyslogSocket is the local syslog socket, absolute and clean; by
+	// default DefaultSyslogSocket (/dev/log, /var/run/log on FreeBSD).
+	SyslogSocket string
 }
 
 // Privsep is the [privsep] table.
@@ -82,7 +94,11 @@ type Privsep struct {
 
 // Handler is one [[handler]] table.
 type Handler struct {
-	Line           int // line of the [[handler]] header, for messages
+	Line int // line of the [[handler]] header, for messages
+	// Number is the handler's 1-based position in the file, the N of
+	// handler[N] in messages. Like Line it says only where the handler was
+	// written: Same ignores it.
+	Number         int
 	User           string
 	Event          string   // canonical CamelCase, e.g. "MessageNew"
 	Command        []string // argv as split at load time; never empty
@@ -91,9 +107,14 @@ type Handler struct {
 	LimitBurst     int               // default 1
 	Periodic       time.Duration     // 0: none
 	RunAs          string            // as written; "" means the default of spec §5
-	Env            map[string]string // never nil
+	Env            map[string]string // never nil; after Resolve, also the pass_env variables that are set
 	CommandTimeout time.Duration     // default 10m
 	IP             []netip.Prefix    // empty: any peer allowed by Config.Allow
+	// PassEnv names variables of the daemon's own environment copied to
+	// the command, as written (pass_env). Resolve copies the value of each
+	// one that is set, even to "", into Env, which is how it reaches the
+	// exec process; one that is unset is left out.
+	PassEnv []string
 
 	// Filled by Resolve.
 	Account privsep.Account // the account the command runs as
@@ -101,8 +122,8 @@ type Handler struct {
 }
 
 // Same reports whether h and o describe the same handler: every field is
-// equal but Line, which only says where it was written, so a handler moved
-// within the file, or to another file, is the same. Account and Path are
+// equal but Line and Number, which only say where it was written, so a
+// handler moved within the file, or to another file, is the same. Account and Path are
 // compared too, so after Resolve a handler whose account or program now
 // resolves differently is not the same. The daemon keeps the timers and
 // pending events of a handler that is the same across a reload. Lists are
@@ -121,6 +142,7 @@ func (h *Handler) Same(o *Handler) bool {
 		h.Periodic == o.Periodic &&
 		h.RunAs == o.RunAs &&
 		maps.Equal(h.Env, o.Env) &&
+		slices.Equal(h.PassEnv, o.PassEnv) &&
 		h.CommandTimeout == o.CommandTimeout &&
 		slices.Equal(h.IP, o.IP) &&
 		sameAccount(&h.Account, &o.Account) &&

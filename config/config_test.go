@@ -24,6 +24,7 @@ func TestSame(t *testing.T) {
 			Delay: time.Second, LimitPeriod: 30 * time.Second, LimitBurst: 1, Periodic: time.Hour,
 			RunAs: "alice", Env: map[string]string{"A": "1"}, CommandTimeout: 10 * time.Minute,
 			IP:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
+			PassEnv: []string{"DISPLAY"}, Number: 3,
 			Account: privsep.Account{Name: "alice", UID: 1001, GID: 1001, Groups: []int{1001, 100}, Home: "/home/alice", Shell: "/bin/sh"},
 			Path:    "/usr/bin/fdm",
 		}
@@ -41,6 +42,7 @@ func TestSame(t *testing.T) {
 		"CommandTimeout": func(h *Handler) { h.CommandTimeout = time.Minute },
 		"IP":             func(h *Handler) { h.IP = append(h.IP, netip.MustParsePrefix("::1/128")) },
 		"Path":           func(h *Handler) { h.Path = "/usr/local/bin/fdm" },
+		"PassEnv":        func(h *Handler) { h.PassEnv = append(h.PassEnv, "WAYLAND_DISPLAY") },
 	}
 	accountChanges := map[string]func(*privsep.Account){
 		"Name":   func(a *privsep.Account) { a.Name = "alice2" },
@@ -50,7 +52,7 @@ func TestSame(t *testing.T) {
 		"Home":   func(a *privsep.Account) { a.Home = "/var/alice" },
 		"Shell":  func(a *privsep.Account) { a.Shell = "/bin/ksh" },
 	}
-	ignored := map[string]bool{"Line": true, "Account": true} // Account: field by field below
+	ignored := map[string]bool{"Line": true, "Number": true, "Account": true} // Account: field by field below
 
 	for f := range reflect.TypeFor[Handler]().Fields() {
 		if _, ok := handlerChanges[f.Name]; !ok && !ignored[f.Name] {
@@ -71,6 +73,10 @@ func TestSame(t *testing.T) {
 	if !a.Same(&b) || !b.Same(&a) {
 		t.Errorf("a handler moved to another line is not Same")
 	}
+	b.Number = 12
+	if !a.Same(&b) || !b.Same(&a) {
+		t.Errorf("a handler moved to another position in the file is not Same")
+	}
 	for name, change := range handlerChanges {
 		b := base()
 		change(&b)
@@ -86,7 +92,7 @@ func TestSame(t *testing.T) {
 		}
 	}
 	var empty, nilled Handler
-	empty.Env, empty.IP, empty.Command = map[string]string{}, []netip.Prefix{}, []string{}
+	empty.Env, empty.IP, empty.Command, empty.PassEnv = map[string]string{}, []netip.Prefix{}, []string{}, []string{}
 	if !empty.Same(&nilled) {
 		t.Errorf("empty lists and maps differ from nil ones")
 	}

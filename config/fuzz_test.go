@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -25,6 +26,8 @@ func FuzzParse(f *testing.F) {
 		"[[handler]]\nuser=\"u\"\ncommand=\"a 'b\"\nlimitperiod=\"1m\"\nlimit_period=\"2m\"",
 		"listen = \"0.0.0.0:1\"\n[log]\nmaxlevel = 1\n[tls]\ncert=\"c\"",
 		"allow = [\"::ffff:1.2.3.4/100\", \"fe80::1%x\"]\n[privsep]\nchroot=\"x\"",
+		"[log]\noutput=\"syslog\"\nfacility=\"local0\"\nsyslog_socket=\"/dev/log\"\n[[handler]]\nuser=\"u\"\ncommand=\"x\"\npass_env=[\"DISPLAY\",\"imse_x\"]\nenv={DISPLAY=\"1\"}",
+		"[[handler]]\nuser=\"a\"\nuser=\"b\"\n[log]\n[log]",
 	} {
 		f.Add([]byte(s))
 	}
@@ -45,7 +48,9 @@ func FuzzParse(f *testing.F) {
 		// What the rest of the daemon relies on.
 		if c.Timeout <= 0 || c.MaxConnections < 1 || !strings.HasPrefix(c.Endpoint, "/") ||
 			c.MaxOpenPerIP < 1 || c.MaxOpenPerIP > c.MaxOpenConnections ||
-			!filepath.IsAbs(c.Privsep.Chroot) || c.Privsep.User == "" {
+			!filepath.IsAbs(c.Privsep.Chroot) || c.Privsep.User == "" ||
+			!slices.Contains(LogOutputs, c.Log.Output) || SyslogFacilities[c.Log.Facility] != c.Log.FacilityCode ||
+			!filepath.IsAbs(c.Log.SyslogSocket) {
 			t.Fatalf("invalid config accepted: %+v", c)
 		}
 		for _, h := range c.Handlers {
@@ -57,6 +62,14 @@ func FuzzParse(f *testing.F) {
 				if strings.HasPrefix(k, "IMSE_") || !validEnvName(k) {
 					t.Fatalf("invalid env name accepted: %q", k)
 				}
+			}
+			seen := map[string]bool{}
+			for _, k := range h.PassEnv {
+				_, inEnv := h.Env[k]
+				if !validEnvName(k) || k == "PATH" || strings.HasPrefix(strings.ToUpper(k), "IMSE_") || seen[k] || inEnv {
+					t.Fatalf("invalid pass_env accepted: %q in %q", k, h.PassEnv)
+				}
+				seen[k] = true
 			}
 		}
 	})

@@ -25,6 +25,8 @@ const (
 	DefaultTimeout        = 5 * time.Second
 	DefaultMaxLevel       = "info"
 	DefaultFormat         = "full"
+	DefaultOutput         = "stdout"
+	DefaultFacility       = "daemon"
 	DefaultPrivsepUser    = "_imserious"
 	DefaultChroot         = "/var/empty"
 	DefaultEvent          = "MessageNew"
@@ -46,11 +48,33 @@ const (
 	MaxConnectionsLimit = 4096
 )
 
-// LogLevels and LogFormats are the accepted [log] values.
+// LogLevels, LogFormats and LogOutputs are the accepted [log] values.
 var (
 	LogLevels  = []string{"error", "warn", "info", "debug", "trace"}
 	LogFormats = []string{"full", "compact", "pretty", "json"}
+	LogOutputs = []string{"stdout", "syslog"}
 )
+
+// SyslogFacilities maps the facility names [log] facility accepts to
+// their syslog numbers (RFC 5424 and <syslog.h>: LOG_DAEMON is 3<<3, the
+// number here is the 3).
+var SyslogFacilities = map[string]int{
+	"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5,
+	"lpr": 6, "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+	"local0": 16, "local1": 17, "local2": 18, "local3": 19,
+	"local4": 20, "local5": 21, "local6": 22, "local7": 23,
+}
+
+// facilityNames are the keys of SyslogFacilities in the order of their
+// numbers, for messages.
+var facilityNames = func() []string {
+	names := make([]string, 0, len(SyslogFacilities))
+	for k := range SyslogFacilities {
+		names = append(names, k)
+	}
+	slices.SortFunc(names, func(a, b string) int { return SyslogFacilities[a] - SyslogFacilities[b] })
+	return names
+}()
 
 // tableSpec lists the keys of one table, canonical spelling first, and the
 // aliases accepted for them.
@@ -66,11 +90,11 @@ var (
 		map[string]string{"maxconnections": "max_connections", "maxopenconnections": "max_open_connections", "maxopenperip": "max_open_per_ip", "insecureplaintext": "insecure_plaintext"}}
 	authSpec    = tableSpec{"[auth]", []string{"user", "pass"}, nil}
 	tlsSpec     = tableSpec{"[tls]", []string{"cert", "key", "periodic_reload"}, map[string]string{"periodicreload": "periodic_reload"}}
-	logSpec     = tableSpec{"[log]", []string{"max_level", "format", "ansi", "timestamp", "target", "level"}, map[string]string{"maxlevel": "max_level"}}
+	logSpec     = tableSpec{"[log]", []string{"max_level", "format", "ansi", "timestamp", "target", "level", "output", "facility", "syslog_socket"}, map[string]string{"maxlevel": "max_level"}}
 	privsepSpec = tableSpec{"[privsep]", []string{"user", "chroot"}, nil}
 	handlerSpec = tableSpec{"[[handler]]",
-		[]string{"user", "event", "command", "delay", "limit_period", "limit_burst", "periodic", "run_as", "env", "command_timeout", "ip"},
-		map[string]string{"limitperiod": "limit_period", "limitburst": "limit_burst", "commandtimeout": "command_timeout", "runas": "run_as"}}
+		[]string{"user", "event", "command", "delay", "limit_period", "limit_burst", "periodic", "run_as", "env", "pass_env", "command_timeout", "ip"},
+		map[string]string{"limitperiod": "limit_period", "limitburst": "limit_burst", "commandtimeout": "command_timeout", "runas": "run_as", "passenv": "pass_env"}}
 	allSpecs = []*tableSpec{&topSpec, &authSpec, &tlsSpec, &logSpec, &privsepSpec, &handlerSpec}
 )
 
@@ -121,10 +145,11 @@ func render(path []string) string {
 }
 
 type parser struct {
-	file string
-	dir  string // the config file's directory, for relative TLS paths
-	src  *source
-	errs Errors
+	file  string
+	dir   string // the config file's directory, for relative TLS paths
+	src   *source
+	errs  Errors
+	warns Errors
 
 	// splits remembers each command line split, as a site with thousands
 	// of handlers repeats one line thousands of times and shlex costs a
@@ -135,6 +160,13 @@ type parser struct {
 func (p *parser) errorf(path []string, format string, args ...any) {
 	line, key := p.src.where(path)
 	p.errs = append(p.errs, &Error{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warnf records what works but is likely not what the operator meant;
+// Warnings returns it.
+func (p *parser) warnf(path []string, format string, args ...any) {
+	line, key := p.src.where(path)
+	p.warns = append(p.warns, &Error{File: p.file, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
 // entry is one key's value with the path it was written at.
@@ -158,7 +190,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	}
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
-		return nil, Errors{syntaxError(path, err)}
+		return nil, Errors{syntaxError(path, string(data), err)}
 	}
 	src := &source{file: path, loc: locate(string(data)), written: map[string][]string{}}
 	p := &parser{file: path, dir: filepath.Dir(path), src: src, splits: map[string][]string{}}
@@ -171,12 +203,18 @@ func Parse(path string, data []byte) (*Config, error) {
 		return nil, p.errs
 	}
 	c.src = src
+	sortErrors(p.warns)
+	c.parseWarnings = p.warns
+	c.warnings = slices.Clone(p.warns)
 	return c, nil
 }
 
-func syntaxError(file string, err error) *Error {
+func syntaxError(file, src string, err error) *Error {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
+		if e, ok := duplicateError(file, src, pe, err); ok {
+			return e
+		}
 		msg := "invalid TOML: " + pe.Message
 		if pe.LastKey != "" {
 			msg += fmt.Sprintf(" (after key %q)", pe.LastKey)
@@ -410,7 +448,7 @@ func (p *parser) config(raw map[string]any) *Config {
 		Endpoint:       DefaultEndpoint,
 		MaxConnections: DefaultMaxConnections,
 		Timeout:        DefaultTimeout,
-		Log:            Log{MaxLevel: DefaultMaxLevel, Format: DefaultFormat},
+		Log:            defaultLog(),
 		Privsep:        Privsep{User: DefaultPrivsepUser, Chroot: DefaultChroot},
 
 		MaxOpenConnections: DefaultMaxOpenConnections,
@@ -475,6 +513,13 @@ func (p *parser) config(raw map[string]any) *Config {
 	if e, ok := top["handler"]; ok {
 		c.Handlers = p.handlers(e)
 	}
+	if len(c.Handlers) == 0 {
+		var path []string // no key: the whole file has none
+		if e, ok := top["handler"]; ok {
+			path = e.path // handler = []
+		}
+		p.warnf(path, "no [[handler]]: notifications will be accepted, but no command runs")
+	}
 
 	// Security: credentials and events must not cross a network in clear
 	// unless the operator said so in as many words.
@@ -486,6 +531,11 @@ func (p *parser) config(raw map[string]any) *Config {
 		p.errorf(path, "%s is not a loopback address and there is no [tls]: add a [tls] table with cert and key, or set insecure_plaintext = true to serve plain HTTP on the network", c.Listen)
 	}
 	return c
+}
+
+func defaultLog() Log {
+	return Log{MaxLevel: DefaultMaxLevel, Format: DefaultFormat, Output: DefaultOutput,
+		Facility: DefaultFacility, FacilityCode: SyslogFacilities[DefaultFacility], SyslogSocket: DefaultSyslogSocket}
 }
 
 // openLimits reads max_open_connections and max_open_per_ip. A per-address
@@ -626,6 +676,60 @@ func (p *parser) log(e entry, l *Log) {
 			*dst, _ = p.boolean(f)
 		}
 	}
+	outputOK := true
+	if f, ok := t["output"]; ok {
+		outputOK = false
+		if s, ok := p.str(f); ok {
+			v := strings.ToLower(s)
+			switch {
+			case slices.Contains(LogOutputs, v):
+				l.Output, outputOK = v, true
+			case suggest(s, LogOutputs) != "":
+				p.errorf(f.path, "invalid output %q (did you mean %q?)", s, suggest(s, LogOutputs))
+			default:
+				p.errorf(f.path, "invalid output %q: want %s", s, strings.Join(LogOutputs, " or "))
+			}
+		}
+	}
+	if f, ok := t["facility"]; ok {
+		if s, ok := p.str(f); ok {
+			v := strings.ToLower(s)
+			code, known := SyslogFacilities[v]
+			bare, cut := strings.CutPrefix(v, "log_") // <syslog.h>'s LOG_DAEMON
+			_, bareKnown := SyslogFacilities[bare]
+			switch {
+			case known:
+				l.Facility, l.FacilityCode = v, code
+			case cut && bareKnown:
+				p.errorf(f.path, "invalid facility %q (did you mean %q?)", s, bare)
+			case strings.HasPrefix(v, "local"):
+				p.errorf(f.path, "invalid facility %q: the local facilities are local0 to local7", s)
+			case suggest(s, facilityNames) != "":
+				p.errorf(f.path, "invalid facility %q (did you mean %q?)", s, suggest(s, facilityNames))
+			default:
+				p.errorf(f.path, "invalid facility %q: want one of %s", s, strings.Join(facilityNames, ", "))
+			}
+		}
+	}
+	if f, ok := t["syslog_socket"]; ok {
+		if s, ok := p.nonEmpty(f); ok {
+			if filepath.IsAbs(s) {
+				l.SyslogSocket = filepath.Clean(s)
+			} else {
+				p.errorf(f.path, "%q is not an absolute path", s)
+			}
+		}
+	}
+	// Set for syslog but sent to stdout: the operator expects lines in
+	// syslog that will not be there. Not an error, as the keys are valid
+	// and switching output is one line away.
+	if outputOK && l.Output != "syslog" {
+		for _, k := range []string{"facility", "syslog_socket"} {
+			if f, ok := t[k]; ok {
+				p.warnf(f.path, "has no effect: output is %q; set output = \"syslog\" to log to syslog", l.Output)
+			}
+		}
+	}
 }
 
 func (p *parser) privsep(e entry, ps *Privsep) {
@@ -677,7 +781,9 @@ func (p *parser) handlers(e entry) []Handler {
 	}
 	out := make([]Handler, 0, len(tables))
 	for i, m := range tables {
-		out = append(out, p.handler(append(slices.Clip(e.path), indexKey(i)), m))
+		h := p.handler(append(slices.Clip(e.path), indexKey(i)), m)
+		h.Number = i + 1
+		out = append(out, h)
 	}
 	return out
 }
@@ -701,6 +807,8 @@ func (p *parser) handler(base []string, m map[string]any) Handler {
 		if s, ok := p.str(f); ok {
 			if name, ok := canonicalEvent(s); ok {
 				h.Event = name
+			} else if guess := suggest(s, event.Names[:]); guess != "" {
+				p.errorf(f.path, "unknown event %q (did you mean %q?)", s, guess)
 			} else {
 				p.errorf(f.path, "unknown event %q: want one of %s", s, strings.Join(event.Names[:], ", "))
 			}
@@ -735,8 +843,13 @@ func (p *parser) handler(base []string, m map[string]any) Handler {
 			}
 		}
 	}
+	envPath := append(slices.Clip(base), "env")
 	if f, ok := t["env"]; ok {
 		p.env(f, h.Env)
+		envPath = f.path
+	}
+	if f, ok := t["pass_env"]; ok {
+		h.PassEnv = p.passEnv(f, h.Env, envPath)
 	}
 	if f, ok := t["ip"]; ok {
 		h.IP = p.prefixes(f)
@@ -828,6 +941,49 @@ func (p *parser) env(f entry, dst map[string]string) {
 			dst[k] = s
 		}
 	}
+}
+
+// passEnv reads pass_env: names of the daemon's own variables, each once,
+// none also set in the handler's env table (whose entries are at envPath).
+//
+// Security: PATH is fixed for every command (CommandPath), so a command
+// found by bare name is the one Resolve checked; passing the daemon's
+// would undo that. IMSE_* is the event's, in any case, so that a script
+// cannot be fooled by a value the event did not send.
+func (p *parser) passEnv(f entry, env map[string]string, envPath []string) []string {
+	elems, ok := p.array(f)
+	if !ok {
+		return nil
+	}
+	out := make([]string, 0, len(elems))
+	first := map[string][]string{}
+	for _, el := range elems {
+		s, ok := p.str(el)
+		if !ok {
+			continue
+		}
+		if prev, dup := first[s]; dup {
+			line, key := p.src.where(prev)
+			p.errorf(el.path, "%q is listed twice (first as %s, line %d)", s, key, line)
+			continue
+		}
+		first[s] = el.path
+		_, inEnv := env[s]
+		switch {
+		case !validEnvName(s):
+			p.errorf(el.path, "%q is not a valid variable name: want letters, digits and _, not starting with a digit", s)
+		case s == "PATH":
+			p.errorf(el.path, "PATH cannot be passed: every command gets PATH=%s (set PATH in env to give it another)", CommandPath)
+		case len(s) >= len("IMSE_") && strings.EqualFold(s[:len("IMSE_")], "IMSE_"):
+			p.errorf(el.path, "%q cannot be passed: names starting with IMSE_ are reserved for the event", s)
+		case inEnv:
+			line, key := p.src.where(append(slices.Clip(envPath), s))
+			p.errorf(el.path, "%q is also set in env (%s, line %d): take it from one or the other", s, key, line)
+		default:
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func validEnvName(s string) bool {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,17 +45,19 @@ func parseErrors(t *testing.T, src string) Errors {
 func TestDefaults(t *testing.T) {
 	c := mustParse(t, "[[handler]]\nuser = \"alice\"\ncommand = \"true\"\n")
 	want := &Config{
-		File:               testFile,
-		Listen:             "127.0.0.1:12525",
-		Endpoint:           "/notify",
-		MaxConnections:     8,
-		Timeout:            5 * time.Second,
-		Log:                Log{MaxLevel: "info", Format: "full"},
+		File:           testFile,
+		Listen:         "127.0.0.1:12525",
+		Endpoint:       "/notify",
+		MaxConnections: 8,
+		Timeout:        5 * time.Second,
+		Log: Log{MaxLevel: "info", Format: "full",
+			Output: "stdout", Facility: "daemon", FacilityCode: 3, SyslogSocket: DefaultSyslogSocket},
 		Privsep:            Privsep{User: "_imserious", Chroot: "/var/empty"},
 		MaxOpenConnections: 1000,
 		MaxOpenPerIP:       100,
 		Handlers: []Handler{{
 			Line:           1,
+			Number:         1,
 			User:           "alice",
 			Event:          "MessageNew",
 			Command:        []string{"true"},
@@ -72,6 +75,12 @@ func TestDefaults(t *testing.T) {
 	empty := mustParse(t, "")
 	if empty.Handlers != nil || empty.Auth != nil || empty.TLS != nil || empty.Allow != nil {
 		t.Errorf("empty config: %+v", empty)
+	}
+	if got, want := empty.Warnings(), []string{testFile + ": no [[handler]]: notifications will be accepted, but no command runs"}; !slices.Equal(got, want) {
+		t.Errorf("empty config: Warnings() = %q, want %q", got, want)
+	}
+	if got := c.Warnings(); len(got) != 0 {
+		t.Errorf("one handler: Warnings() = %q, want none", got)
 	}
 }
 
@@ -94,10 +103,12 @@ func TestFull(t *testing.T) {
 		InsecurePlaintext:  true,
 		Auth:               &Auth{User: "dovecot", Pass: "s3cret pass"},
 		TLS:                &TLS{Cert: "/etc/certs/fullchain.pem", Key: "/etc/ssl/private/imserious.key", PeriodicReload: 24 * time.Hour},
-		Log:                Log{MaxLevel: "debug", Format: "json", ANSI: true, Timestamp: true, Target: true, Level: true},
-		Privsep:            Privsep{User: "_imse", Chroot: "/var/empty/imserious"},
+		Log: Log{MaxLevel: "debug", Format: "json", ANSI: true, Timestamp: true, Target: true, Level: true,
+			Output: "syslog", Facility: "local3", FacilityCode: 19, SyslogSocket: "/var/run/syslog.sock"},
+		Privsep: Privsep{User: "_imse", Chroot: "/var/empty/imserious"},
 		Handlers: []Handler{{
-			Line:           32,
+			Line:           35,
+			Number:         1,
 			User:           "alice",
 			Event:          "MessageNew",
 			Command:        []string{"/usr/local/bin/fdm", "-a", "my account", "fetch"},
@@ -109,8 +120,10 @@ func TestFull(t *testing.T) {
 			Env:            map[string]string{"DISPLAY": ":0", "NOTMUCH_CONFIG": "/home/alice/.notmuch-config"},
 			CommandTimeout: 30 * time.Minute,
 			IP:             []netip.Prefix{pfx("192.0.2.1/32"), pfx("198.51.100.7/32"), pfx("2001:db8::/48")},
+			PassEnv:        []string{"WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"},
 		}, {
-			Line:           48,
+			Line:           52,
+			Number:         2,
 			User:           "bob@example.org",
 			Event:          "FlagsSet",
 			Command:        []string{"notify-send", "--app-name=imserious", "new mail"},
@@ -205,10 +218,11 @@ limitperiod = "1m"
 limitburst = 4
 commandtimeout = "2m"
 runas = "nobody"
+passenv = ["DISPLAY"]
 `)
 	h := c.Handlers[0]
 	if c.MaxConnections != 9 || c.MaxOpenConnections != 300 || c.MaxOpenPerIP != 30 || !c.InsecurePlaintext || c.TLS.PeriodicReload != time.Hour || c.Log.MaxLevel != "trace" ||
-		h.LimitPeriod != time.Minute || h.LimitBurst != 4 || h.CommandTimeout != 2*time.Minute || h.RunAs != "nobody" {
+		h.LimitPeriod != time.Minute || h.LimitBurst != 4 || h.CommandTimeout != 2*time.Minute || h.RunAs != "nobody" || !slices.Equal(h.PassEnv, []string{"DISPLAY"}) {
 		t.Errorf("aliases not applied: %+v %+v", c, h)
 	}
 	// An error in an aliased key names the key as written.
@@ -331,7 +345,7 @@ func TestErrors(t *testing.T) {
 	}{
 		// TOML syntax
 		{"syntax", "a = 1\nb = = 2\n", 2, "", "invalid TOML"},
-		{"duplicate key", "listen = \"127.0.0.1:1\"\n\nlisten = \"127.0.0.1:2\"\n", 3, "", "invalid TOML"},
+		{"duplicate key", "listen = \"127.0.0.1:1\"\n\nlisten = \"127.0.0.1:2\"\n", 3, "listen", `key "listen" is set twice (first at line 1)`},
 		{"unclosed string", "endpoint = \"/x\n", 1, "", "invalid TOML"},
 
 		// unknown keys and tables

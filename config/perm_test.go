@@ -258,7 +258,10 @@ func TestResolveWarnings(t *testing.T) {
 	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	ca.Issue(t, tlstest.Options{}).Write(t, cert, key)
 	file := filepath.Join(dir, "imserious.toml")
-	withAuth := fmt.Sprintf("[auth]\nuser = \"dove\"\npass = \"s3cret\"\n[tls]\ncert = %q\nkey = %q\n", cert, key)
+	testBin(t)
+	// A handler, so that the warning about none is not among these.
+	const handler = "[[handler]]\nuser = \"u\"\ncommand = \"mycmd\"\n"
+	withAuth := fmt.Sprintf("[auth]\nuser = \"dove\"\npass = \"s3cret\"\n[tls]\ncert = %q\nkey = %q\n", cert, key) + handler
 	pass := func(mode string) string {
 		return fmt.Sprintf("%s:3: auth.pass: %s holds the password and is readable by others (mode %s): run chmod 600 %s", file, file, mode, file)
 	}
@@ -290,7 +293,7 @@ func TestResolveWarnings(t *testing.T) {
 		{"private", withAuth, 0o600, 0o600, nil},
 		{"config readable by others", withAuth, 0o644, 0o600, []string{pass("0644")}},
 		{"config readable by group only", withAuth, 0o640, 0o600, nil},
-		{"config without a password", fmt.Sprintf("[tls]\ncert = %q\nkey = %q\n", cert, key), 0o644, 0o600, nil},
+		{"config without a password", fmt.Sprintf("[tls]\ncert = %q\nkey = %q\n", cert, key) + handler, 0o644, 0o600, nil},
 		{"key readable by group", withAuth, 0o600, 0o640, []string{keyWarn("group", "0640")}},
 		{"key readable by others", withAuth, 0o600, 0o604, []string{keyWarn("others", "0604")}},
 		{"both", withAuth, 0o604, 0o644, []string{pass("0604"), keyWarn("group and others", "0644")}},

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/privsep"
 	"github.com/imserious/imserious/tlsreload"
 )
@@ -28,7 +29,7 @@ import (
 func (c *Config) Resolve(root bool) error {
 	c.warnings = nil
 	r := &resolver{c: c, accounts: map[string]memo[privsep.Account]{}, commands: map[string]memo[string]{},
-		trust: map[trustKey]string{}}
+		trust: map[trustKey]string{}, warns: slices.Clone(c.parseWarnings)}
 	if root {
 		r.rootAccounts()
 		r.privsepUser()
@@ -38,6 +39,7 @@ func (c *Config) Resolve(root bool) error {
 	}
 	for i := range c.Handlers {
 		r.command(i)
+		r.passEnv(i)
 	}
 	if c.TLS != nil {
 		r.tlsPair()
@@ -114,8 +116,10 @@ func (r *resolver) warnf(path []string, format string, args ...any) {
 	r.warns = append(r.warns, &Error{File: r.c.File, Line: line, Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
-// Warnings returns what the last Resolve found unsafe but not wrong, one
-// line each, located like errors and saying what to do:
+// Warnings returns what Parse found valid but likely not meant (no
+// handler at all, syslog keys with output to stdout), then what the last
+// Resolve found unsafe but not wrong, one line each, located like errors
+// and saying what to do:
 //
 //	/etc/imserious.toml:9: auth.pass: /etc/imserious.toml holds the password and is readable by others (mode 0644): run chmod 600 /etc/imserious.toml
 func (c *Config) Warnings() []string {
@@ -278,6 +282,44 @@ func (r *resolver) command(i int) {
 	}
 	if why != "" {
 		r.errorf(handlerPath(i, "command"), nil, "command %s is not safe to run as %q: %s", p, h.Account.Name, why)
+	}
+}
+
+// LookupEnv reads the daemon's own environment for pass_env; tests replace
+// it. It is os.LookupEnv, not os.Getenv, because a variable set to ""
+// is passed and one that is unset is not.
+var LookupEnv = os.LookupEnv
+
+// MaxPassEnvValue bounds the value of a variable pass_env copies: the
+// bound spec §4 sets for every value that comes from outside the
+// configuration (event.MaxValue, 4 KiB). The exec process would take
+// more (it refuses only an entry over the kernel's 128 KiB), but the
+// handler and its whole environment travel to it in one privsep message
+// of at most 128 KiB, so a value near that would fail at start with a
+// message about the wire rather than this variable.
+const MaxPassEnvValue = event.MaxValue
+
+// passEnv copies the pass_env variables that are set into the handler's
+// Env, the table the exec process gets. A value an earlier Resolve
+// copied is dropped first (Parse refuses a pass_env name that env also
+// sets), so a variable unset since then is not passed.
+func (r *resolver) passEnv(i int) {
+	h := &r.c.Handlers[i]
+	for j, name := range h.PassEnv {
+		delete(h.Env, name)
+		v, ok := LookupEnv(name)
+		if !ok {
+			continue
+		}
+		if len(v) > MaxPassEnvValue {
+			r.errorf([]string{"handler", indexKey(i), "pass_env", indexKey(j)}, nil,
+				"%s in the daemon's environment is %d bytes, more than the %d a passed variable may hold", name, len(v), MaxPassEnvValue)
+			continue
+		}
+		if h.Env == nil {
+			h.Env = map[string]string{}
+		}
+		h.Env[name] = v
 	}
 }
 
