@@ -11,6 +11,11 @@
 //	make e2e
 //	go test -tags e2e -count=1 -v ./e2e/    # once Dovecot is installed
 //
-// IMSERIOUS_BIN names the binary under test; without it the suite builds
-// one from ./cmd/imserious.
+// The Dovecot configuration under test is the output of `imseriousctl
+// dovecot 2.3` for the imserious configuration under test, pasted as is,
+// and the METADATA keys are set by running the doveadm lines it prints:
+// a wrong URL, encoding or setting fails the suite.
+//
+// IMSERIOUS_BIN and IMSERIOUSCTL_BIN name the binaries under test; without
+// them the suite builds them from ./cmd/imserious and ./cmd/imseriousctl.
 package e2e

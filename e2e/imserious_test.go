@@ -10,13 +10,17 @@ import (
 	"github.com/imserious/imserious/internal/daemontest"
 )
 
-// The Basic credentials Dovecot sends: the password has the characters
-// that must be percent-encoded in the URL's userinfo.
+// The Basic credentials Dovecot sends, with the characters that must be
+// percent-encoded in the URL's userinfo (the user cannot have ':'), and
+// '%', which Dovecot 2.3 expands besides; the endpoint is not the default.
+// imseriousctl prints the URL Dovecot gets.
 const (
-	authUser = "dove"
-	authPass = "p@ss:w0rd"
-	// authURLInfo is user:pass as it goes into the URL.
-	authURLInfo = "dove:p%40ss%3Aw0rd"
+	authUser = "push@dove"
+	authPass = "p@ss:w%25rd 50%/x"
+	// authURLInfo is user:pass as it goes into the URL, written out by
+	// hand: imseriousctl's URL must be this (with every % doubled).
+	authURLInfo = "push%40dove:p%40ss%3Aw%2525rd%2050%25%2Fx"
+	endpoint    = "/imserious/dovecot"
 )
 
 // waitLimit bounds every wait: a failure deadline, not a
@@ -40,13 +44,14 @@ const recordCommand = `/bin/sh -c 'echo "uid=$(id -u)"; for a; do echo "arg=$a";
 var recordArgs = []string{"two words", "it's"}
 
 // daemonConf is the configuration of an imserious under test: loopback,
-// a port of its choosing, Basic auth, JSON log at debug level, the
-// network process confined to a fresh empty directory. extra is more
+// a free port (fixed in the file: the Dovecot configuration printed from
+// it names the port), the endpoint, Basic auth, JSON log at debug level,
+// the network process confined to a fresh empty directory. extra is more
 // TOML after listen (allow, then tables such as [tls]).
 func daemonConf(t *testing.T, extra string, handlers ...handlerConf) string {
 	t.Helper()
 	var b strings.Builder
-	b.WriteString("listen = \"127.0.0.1:0\"\n")
+	fmt.Fprintf(&b, "listen = \"127.0.0.1:%d\"\nendpoint = %q\n", freePort(t), endpoint)
 	b.WriteString(extra)
 	fmt.Fprintf(&b, "\n[auth]\nuser = %q\npass = %q\n", authUser, authPass)
 	b.WriteString("\n" + daemontest.LogTOML)

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"testing"
@@ -11,7 +12,17 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(daemontest.Main(m))
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	cleanup, err := setCtl()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer cleanup()
+	return daemontest.Main(m)
 }
 
 // requireRoot skips when not root: the suite starts Dovecot, creates

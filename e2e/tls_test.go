@@ -27,15 +27,19 @@ func issue(t *testing.T, ca *tlstest.CA) *tlstest.Leaf {
 // installPair puts a new pair into dir the way Kubernetes updates a
 // mounted secret: cert.pem and key.pem are links through ..data, a link
 // to a versioned directory, which one rename swaps for the next: the
-// pair changes at once, never half.
+// pair changes at once, never half. cert.pem holds the chain up to the
+// CA, so that Dovecot can trust that file (imseriousctl names it as
+// ssl_client_ca_file); dovecot-lda reads it as the mail user, so it and
+// the directories above it are open to all, the key not.
 func installPair(t *testing.T, ca *tlstest.CA, dir, version string) *big.Int {
 	t.Helper()
 	leaf := issue(t, ca)
 	vdir := filepath.Join(dir, version)
-	if err := os.MkdirAll(vdir, 0o700); err != nil {
+	if err := os.MkdirAll(vdir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	leaf.Write(t, filepath.Join(vdir, "cert.pem"), filepath.Join(vdir, "key.pem"))
+	tlstest.WriteFile(t, filepath.Join(vdir, "cert.pem"), append(append([]byte(nil), leaf.CertPEM...), ca.PEM...), 0o644)
+	tlstest.WriteFile(t, filepath.Join(vdir, "key.pem"), leaf.KeyPEM, 0o600)
 	tmp := filepath.Join(dir, "..data.tmp")
 	os.Remove(tmp)
 	if err := os.Symlink(version, tmp); err != nil {
@@ -77,7 +81,8 @@ func TestDovecotOverHTTPS(t *testing.T) {
 	requireRoot(t)
 	requireDovecot(t)
 	ca := tlstest.NewCA(t)
-	tlsDir := filepath.Join(t.TempDir(), "tls")
+	// Not under t.TempDir, which other uids cannot enter.
+	tlsDir := filepath.Join(daemontest.OpenDir(t), "tls")
 	first := installPair(t, ca, tlsDir, "v1")
 	m := newMail(t, fmt.Sprintf("[tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "cert.pem"), filepath.Join(tlsDir, "key.pem")), ca)
 	if s, err := servedSerial(m.d.Addr, ca); err != nil || s.Cmp(first) != 0 {
