@@ -151,6 +151,11 @@ func (c *ctl) report(cfg *config.Config, peer netip.AddrPort, name string, body 
 		if h.Delay > 0 {
 			fmt.Fprintf(w, "  delay    %v\n", h.Delay)
 		}
+		if len(h.PassEnv) > 0 {
+			// Resolve copied them from this process's environment: the
+			// daemon's, which its service manager gives it, may differ.
+			fmt.Fprintf(w, "  pass_env %s (the values of imseriousctl's environment; the daemon passes those of its own)\n", strings.Join(h.PassEnv, ", "))
+		}
 		fmt.Fprintln(w, "  environment (an event run, the first of its burst):")
 		for _, kv := range env {
 			fmt.Fprintf(w, "    %s\n", kv)

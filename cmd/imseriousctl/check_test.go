@@ -183,3 +183,26 @@ func TestCheckResolveFailure(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr\n%s\nwant 1, nothing and\n%s", code, stdout, stderr, rerr)
 	}
 }
+
+// TestCheckPassEnv: pass_env variables are shown with the values of
+// imseriousctl's own environment, and said to be so.
+func TestCheckPassEnv(t *testing.T) {
+	t.Setenv("IMSERIOUSCTL_TEST_DISPLAY", ":7")
+	cfg := writeConfigText(t, "[[handler]]\nuser = \"alice\"\ncommand = \"/bin/echo\"\npass_env = [\"IMSERIOUSCTL_TEST_DISPLAY\", \"IMSERIOUSCTL_TEST_UNSET\"]\n")
+	c, stdout, stderr := testCtl(`{"user":"alice","event":"MessageNew"}`)
+	if code := invoke(c, "-c", cfg, "check", "-"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"    IMSERIOUSCTL_TEST_DISPLAY=:7\n",
+		"  pass_env IMSERIOUSCTL_TEST_DISPLAY, IMSERIOUSCTL_TEST_UNSET (the values of imseriousctl's environment; the daemon passes those of its own)\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "IMSERIOUSCTL_TEST_UNSET=") {
+		t.Errorf("an unset variable is passed:\n%s", out)
+	}
+}
