@@ -380,3 +380,27 @@ func runCmd(name string, args ...string) (string, error) {
 	out, err := osexec.Command(name, args...).CombinedOutput()
 	return string(out), err
 }
+
+// TestDovecotCertUnreadable: a certificate that cannot be read (not
+// there yet, or not readable by this user) still gives the settings,
+// naming the file and saying it was not checked.
+func TestDovecotCertUnreadable(t *testing.T) {
+	cfg := writeConfigText(t, "[tls]\ncert = \"missing.pem\"\nkey = \"missing.key\"\n[[handler]]\nuser = \"alice\"\ncommand = \"true\"\n")
+	c, stdout, stderr := testCtl("")
+	if code := invoke(c, "-c", cfg, "dovecot", "2.3"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	cert := filepath.Join(filepath.Dir(cfg), "missing.pem")
+	for _, want := range []string{
+		"\nssl_client_ca_file = " + cert + "\n",
+		"# Not checked: open " + cert + ": no such file or directory.\n",
+		"ox:url=https://127.0.0.1:12525/notify ",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("no %q in\n%s", want, stdout)
+		}
+	}
+	if !strings.Contains(stderr.String(), "tls.cert") {
+		t.Errorf("the daemon's error about the certificate is not on stderr: %q", stderr)
+	}
+}
