@@ -575,6 +575,7 @@ type wireExecGlobal struct {
 
 type wireHandler struct {
 	Line           int               `json:"line"`
+	Number         int               `json:"number"`
 	User           string            `json:"user"`
 	Event          string            `json:"event"`
 	Command        []string          `json:"command"`
@@ -590,7 +591,7 @@ type wireHandler struct {
 }
 
 func toWireHandler(h *config.Handler) wireHandler {
-	return wireHandler{Line: h.Line, User: h.User, Event: h.Event, Command: h.Command, Path: h.Path,
+	return wireHandler{Line: h.Line, Number: h.Number, User: h.User, Event: h.Event, Command: h.Command, Path: h.Path,
 		Delay: h.Delay, LimitPeriod: h.LimitPeriod, LimitBurst: h.LimitBurst, Periodic: h.Periodic,
 		RunAs: h.RunAs, Env: h.Env, CommandTimeout: h.CommandTimeout, IP: prefixStrings(h.IP)}
 }
@@ -611,6 +612,8 @@ func (w wireHandler) handler(acct privsep.Account) (config.Handler, error) {
 		return fail("no resolved command")
 	case w.Delay < 0 || w.LimitPeriod < 0 || w.Periodic < 0 || w.CommandTimeout < 0 || w.LimitBurst < 1:
 		return fail("bad timing")
+	case w.Line < 0 || w.Number < 0:
+		return fail("bad position")
 	}
 	ip, err := parsePrefixes(w.IP)
 	if err != nil {
@@ -620,7 +623,7 @@ func (w wireHandler) handler(acct privsep.Account) (config.Handler, error) {
 	if env == nil {
 		env = map[string]string{}
 	}
-	return config.Handler{Line: w.Line, User: w.User, Event: ev, Command: w.Command, Path: w.Path,
+	return config.Handler{Line: w.Line, Number: w.Number, User: w.User, Event: ev, Command: w.Command, Path: w.Path,
 		Delay: w.Delay, LimitPeriod: w.LimitPeriod, LimitBurst: w.LimitBurst, Periodic: w.Periodic,
 		RunAs: w.RunAs, Env: env, CommandTimeout: w.CommandTimeout, IP: ip, Account: acct}, nil
 }

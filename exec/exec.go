@@ -62,6 +62,7 @@ type Options struct {
 type Job struct {
 	Handler *config.Handler
 	Index   int    // the handler's index in the handler list when the run started
+	Number  int    // its number in the file (config.Handler.Number), for logs; 0: none
 	Trigger string // TriggerEvent, TriggerPeriodic or TriggerRecovery
 	Count   int    // events coalesced into this run; 0 for periodic and recovery runs
 	Env     []string
@@ -244,7 +245,7 @@ func (x *Exec) Update(handlers []config.Handler) (added, removed, kept int) {
 			if !paired[j] && h.cfg.Same(&handlers[i]) {
 				paired[j] = true
 				next[i] = h
-				h.relabel(i, handlers[i].Line)
+				h.relabel(i, handlers[i].Number, handlers[i].Line)
 				kept++
 				break
 			}

@@ -37,9 +37,12 @@ type handler struct {
 	lim  *rate.Limiter
 
 	mu sync.Mutex
-	// index and log name the handler by its place in the current list,
-	// which Update may change.
+	// index is the handler's place in the current list and number its
+	// place in the file (config.Handler.Number, the N of handler[N] in
+	// configuration errors), which names it in logs; Update may change
+	// both.
 	index   int
+	number  int
 	log     *slog.Logger
 	stopped bool
 	running bool
@@ -70,31 +73,44 @@ func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
 		limit = rate.Every(cfg.LimitPeriod)
 	}
 	return &handler{
-		x:     x,
-		cfg:   cfg,
-		ip:    prefix.Normalize(cfg.IP),
-		index: i,
-		log:   handlerLog(x.log, i, cfg.Line, cfg),
-		base:  BaseEnv(cfg),
-		lim:   rate.NewLimiter(limit, burst),
+		x:      x,
+		cfg:    cfg,
+		ip:     prefix.Normalize(cfg.IP),
+		index:  i,
+		number: cfg.Number,
+		log:    handlerLog(x.log, i, cfg.Number, cfg.Line, cfg),
+		base:   BaseEnv(cfg),
+		lim:    rate.NewLimiter(limit, burst),
 	}
 }
 
-// handlerLog names a handler in logs: its index in the current list, the
-// line of its [[handler]] header when known, its user and event.
-func handlerLog(log *slog.Logger, index, line int, cfg *config.Handler) *slog.Logger {
+// handlerLog names a handler in logs: its number in the file (its index
+// in the current list when it has none), the line of its [[handler]]
+// header when known, its user and event.
+func handlerLog(log *slog.Logger, index, number, line int, cfg *config.Handler) *slog.Logger {
 	if line > 0 {
-		return log.With("handler", index, "line", line, "user", cfg.User, "event", cfg.Event)
+		return log.With("handler", label(index, number), "line", line, "user", cfg.User, "event", cfg.Event)
 	}
-	return log.With("handler", index, "user", cfg.User, "event", cfg.Event)
+	return log.With("handler", label(index, number), "user", cfg.User, "event", cfg.Event)
 }
 
-// relabel gives a handler kept across Update its new index and line.
-func (h *handler) relabel(index, line int) {
+// label is what the "handler" field of a log line says: the handler's
+// number in the file, as in configuration errors (handler[N]), or its
+// index in the list for handlers built without one (tests, embedding).
+func label(index, number int) int {
+	if number > 0 {
+		return number
+	}
+	return index
+}
+
+// relabel gives a handler kept across Update its new index, number and
+// line.
+func (h *handler) relabel(index, number, line int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.index = index
-	h.log = handlerLog(h.x.log, index, line, h.cfg)
+	h.index, h.number = index, number
+	h.log = handlerLog(h.x.log, index, number, line, h.cfg)
 }
 
 // matches reports whether ev is for this handler. The peer is compared by
@@ -253,6 +269,7 @@ func (h *handler) periodicDue(gen uint64) {
 	h.launch(Job{
 		Handler: h.cfg,
 		Index:   h.index,
+		Number:  h.number,
 		Trigger: TriggerPeriodic,
 		Env:     periodicEnv(h.base, h.cfg),
 	})
@@ -264,6 +281,7 @@ func (h *handler) startEvent() {
 	j := Job{
 		Handler: h.cfg,
 		Index:   h.index,
+		Number:  h.number,
 		Trigger: TriggerEvent,
 		Count:   h.count,
 	}

@@ -63,7 +63,7 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("handler", j.Index, "user", h.User, "trigger", j.Trigger)
+	log = log.With("handler", label(j.Index, j.Number), "user", h.User, "trigger", j.Trigger)
 	grace := r.KillGrace
 	if grace <= 0 {
 		grace = DefaultKillGrace

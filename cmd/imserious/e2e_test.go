@@ -77,11 +77,12 @@ func notify(t *testing.T, url, body string, mod func(*http.Request)) *http.Respo
 const body1 = `{"user":"%s","event":"messageNew","folder":"INBOX","imap-uidvalidity":1795613200,"imap-uid":%d,"from":"=?UTF-8?Q?J=C3=BCrgen_M=C3=BCller?= <juergen@example.org>","subject":"=?UTF-8?B?R3LDvMOfZSBhdXMgTcO8bmNoZW4g4pyT?=","snippet":"hi","unseen":3}`
 
 // output returns the lines handler h's commands wrote to stdout, as the
-// exec process logged them.
+// exec process logged them. h counts from 0 in file order; logs name a
+// handler by its number in the file, as configuration errors do (h+1).
 func output(d *daemontest.Daemon, h int) []string {
 	var out []string
 	for _, m := range d.Since(0, func(m daemontest.Line) bool {
-		return m["msg"] == "command output" && m["handler"] == float64(h) && m["stream"] == "stdout"
+		return m["msg"] == "command output" && m["handler"] == float64(h+1) && m["stream"] == "stdout"
 	}) {
 		out = append(out, m["line"].(string))
 	}
@@ -135,7 +136,7 @@ func TestCommandEnvironmentAndPrivileges(t *testing.T) {
 	}
 	for h := 0; h < 3; h++ {
 		d.WaitFor(fmt.Sprintf("exit of handler %d's command", h), func(m daemontest.Line) bool {
-			return m["msg"] == "command exited" && m["handler"] == float64(h)
+			return m["msg"] == "command exited" && m["handler"] == float64(h+1)
 		})
 	}
 

@@ -40,10 +40,11 @@ func hdHandler(user, extra string, argv ...string) string {
 	return fmt.Sprintf("\n[[handler]]\nuser = %q\ncommand = [%s]\n%s", user, strings.Join(q, ", "), extra)
 }
 
-// hdRunEnded matches the line a run of handler h ends with, however it ends.
+// hdRunEnded matches the line a run of handler h ends with, however it
+// ends. As in output, h counts from 0 in file order; logs say h+1.
 func hdRunEnded(h int) func(daemontest.Line) bool {
 	return func(m daemontest.Line) bool {
-		if m["handler"] != float64(h) {
+		if m["handler"] != float64(h+1) {
 			return false
 		}
 		switch m.Str("msg") {
@@ -59,13 +60,13 @@ func hdRunEnded(h int) func(daemontest.Line) bool {
 // prefix, only one that starts so.
 func hdStdout(h int, prefix string) func(daemontest.Line) bool {
 	return func(m daemontest.Line) bool {
-		return m.Str("msg") == "command output" && m["handler"] == float64(h) && m.Str("stream") == "stdout" &&
+		return m.Str("msg") == "command output" && m["handler"] == float64(h+1) && m.Str("stream") == "stdout" &&
 			strings.HasPrefix(m.Str("line"), prefix)
 	}
 }
 
 func hdStarted(h int) func(daemontest.Line) bool {
-	return func(m daemontest.Line) bool { return m.Str("msg") == "command started" && m["handler"] == float64(h) }
+	return func(m daemontest.Line) bool { return m.Str("msg") == "command started" && m["handler"] == float64(h+1) }
 }
 
 // hdWatched is a process held by a pidfd: it cannot be confused with a

@@ -71,7 +71,7 @@ func TestSIGINTLetsRunningCommandFinish(t *testing.T) {
 		t.Errorf("no clean exit of the command logged")
 	}
 	if d.Count(func(m daemontest.Line) bool {
-		return m["msg"] == "pending run dropped at shutdown" && m["handler"] == float64(1) && m["level"] == "WARN"
+		return m["msg"] == "pending run dropped at shutdown" && m["handler"] == float64(2) && m["level"] == "WARN"
 	}) != 1 {
 		t.Errorf("the delayed run that will not happen was not logged")
 	}
