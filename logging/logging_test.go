@@ -235,7 +235,7 @@ func TestEffectiveLevel(t *testing.T) {
 		{"envfilter span", "", false, map[string]string{"IMSERIOUS_LOG": "imserious[notify]=debug"}, slog.LevelDebug, ""},
 		{"env typo", "", false, map[string]string{"IMSERIOUS_LOG": "debgu"}, 0, "IMSERIOUS_LOG"},
 		{"env bad level for us", "", false, map[string]string{"IMSERIOUS_LOG": "imserious=loud"}, 0, "IMSERIOUS_LOG"},
-		{"env nothing for us", "", false, map[string]string{"IMSERIOUS_LOG": "hyper=debug"}, 0, "no directive"},
+		{"env nothing for us", "warn", false, map[string]string{"IMSERIOUS_LOG": "hyper=debug"}, slog.LevelWarn, ""}, // see TestEffectiveLevelNote
 		{"bad alias", "", false, map[string]string{"IMSERIOUSLOG": "x=1=2"}, 0, "IMSERIOUSLOG"},
 		{"bad config", "loud", false, nil, 0, "max_level"},
 		{"bad config with -d", "loud", true, nil, 0, "max_level"},
