@@ -359,6 +359,8 @@ func TestResolveTLS(t *testing.T) {
 		{"cert.pem", "garbage.pem", "tls.key", "no PRIVATE KEY block"},
 		{"cert.pem", "half-key.pem", "tls.key", "incomplete or damaged"},
 		{"fifo", "key.pem", "tls.cert", "not a regular file"},
+		{"key.pem", "cert.pem", "tls.cert", "tls: cert and key look swapped: " + filepath.Join(dir, "key.pem") +
+			" holds a private key and " + filepath.Join(dir, "cert.pem") + " a certificate"},
 	} {
 		c, err := Parse(filepath.Join(dir, "imserious.toml"), []byte(fmt.Sprintf("[tls]\ncert = %q\nkey = %q\n", tc.cert, tc.key)))
 		if err != nil {

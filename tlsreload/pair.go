@@ -64,7 +64,8 @@ type Pair struct {
 // Load reads the certificate chain and key files and checks them as the
 // network process will: every PEM block complete, every certificate of the
 // chain parseable, the key matching the leaf, and the encoded pair within
-// MaxPairSize. Errors are *FileError.
+// MaxPairSize. Errors are *FileError, or *SwappedError when the two files
+// look given the wrong way round.
 //
 // Security: this runs in the privileged parent on files an operator names;
 // a FIFO or device there would block or flood it, so only regular files are
@@ -83,6 +84,11 @@ func Load(certFile, keyFile string) (*Pair, error) {
 	}
 	cert, err := parsePair(certPEM, keyPEM)
 	if err != nil {
+		// The likeliest slip with two PEM files: each named at the
+		// other's key. Say so rather than "no CERTIFICATE block".
+		if hasPEM(certPEM, isKeyType) && hasPEM(keyPEM, isCertType) {
+			return nil, &SwappedError{CertFile: certFile, KeyFile: keyFile}
+		}
 		var fe *FileError
 		if errors.As(err, &fe) {
 			fe.Path = certFile
@@ -135,6 +141,40 @@ func unwrapPath(err error) error {
 	return err
 }
 
+// SwappedError is a pair that does not load because the certificate file
+// holds a private key and the key file a certificate.
+type SwappedError struct {
+	CertFile, KeyFile string
+}
+
+func (e *SwappedError) Error() string {
+	return "tls: cert and key look swapped: " + e.CertFile + " holds a private key and " + e.KeyFile + " a certificate"
+}
+
+func isCertType(t string) bool { return t == "CERTIFICATE" }
+func isKeyType(t string) bool  { return t == "PRIVATE KEY" || strings.HasSuffix(t, " PRIVATE KEY") }
+
+// hasPEM reports whether data has a PEM block whose type want accepts. It
+// reads only the "-----BEGIN TYPE-----" lines: nothing is decoded, so a
+// private key where a certificate was expected is not copied anywhere.
+func hasPEM(data []byte, want func(string) bool) bool {
+	const begin, dashes = "-----BEGIN ", "-----"
+	for rest := data; ; {
+		i := bytes.Index(rest, []byte(begin))
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(begin):]
+		line := rest
+		if j := bytes.IndexByte(line, '\n'); j >= 0 {
+			line = line[:j]
+		}
+		if t, ok := bytes.CutSuffix(bytes.TrimRight(line, " \t\r"), []byte(dashes)); ok && want(string(t)) {
+			return true
+		}
+	}
+}
+
 // MismatchError is a key that parses but is not the leaf certificate's.
 type MismatchError struct {
 	CertFile string // "" in the network process, which has no file
@@ -152,7 +192,7 @@ func (e *MismatchError) Unwrap() error { return e.Err }
 // parsePair is the one parser both processes use. Errors are *FileError
 // without a Path.
 func parsePair(certPEM, keyPEM []byte) (tls.Certificate, error) {
-	certs, err := pemBlocks(certPEM, func(t string) bool { return t == "CERTIFICATE" })
+	certs, err := pemBlocks(certPEM, isCertType)
 	if err != nil {
 		return tls.Certificate{}, &FileError{Role: RoleCert, Err: err}
 	}
@@ -166,7 +206,7 @@ func parsePair(certPEM, keyPEM []byte) (tls.Certificate, error) {
 			return tls.Certificate{}, &FileError{Role: RoleCert, Err: fmt.Errorf("certificate %d of the chain: %w", i+1, err)}
 		}
 	}
-	keys, err := pemBlocks(keyPEM, func(t string) bool { return t == "PRIVATE KEY" || strings.HasSuffix(t, " PRIVATE KEY") })
+	keys, err := pemBlocks(keyPEM, isKeyType)
 	// Only counted: the decoded key must not linger until the garbage
 	// collector reuses its memory (see Store.Set).
 	defer func() {
