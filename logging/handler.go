@@ -32,7 +32,13 @@ type Options struct {
 	Timestamp bool         // show the time
 	Target    bool         // show the component after the process name
 	ShowLevel bool         // show the level word
-	Now       func() time.Time
+	// Priority starts every record with its syslog severity, "<3>" for
+	// an error ... "<7>" for debug and trace (see Severity), as
+	// sd-daemon(3) has it: for a writer that sorts lines by severity,
+	// Syslog.Stream or a journald stdout stream. Only the first line of
+	// a pretty record carries it.
+	Priority bool
+	Now      func() time.Time
 }
 
 // Size limits. Several processes write to one stdout pipe, and a write of
@@ -159,6 +165,9 @@ func (h *handler) Handle(_ context.Context, r slog.Record) error {
 	t := r.Time
 	if !t.IsZero() && h.opts.Now != nil {
 		t = h.opts.Now()
+	}
+	if h.opts.Priority {
+		buf = append(buf, '<', byte('0'+Severity(r.Level)), '>')
 	}
 	if h.format == fmtJSON {
 		buf = h.appendJSON(buf, r, t, component)
