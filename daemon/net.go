@@ -27,7 +27,7 @@ const ctlTimeout = 2 * time.Second
 
 func newLogger(w io.Writer, o logOptions, proc string) *slog.Logger {
 	return logging.New(w, logging.Options{Level: slog.Level(o.Level), Format: o.Format,
-		ANSI: o.ANSI, Timestamp: o.Timestamp, Target: o.Target, ShowLevel: o.ShowLevel}, proc)
+		ANSI: o.ANSI, Timestamp: o.Timestamp, Target: o.Target, ShowLevel: o.ShowLevel, Priority: o.Priority}, proc)
 }
 
 // execChan is the network process's side of one exec process.

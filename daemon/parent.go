@@ -61,8 +61,10 @@ type Parent struct {
 	LogOpt logOptions
 	Stdout io.Writer // where children log; normally os.Stdout
 	// ChildOutput, when set, gives each child started its own stdout and
-	// stderr (syslog's line relays, one per stream); nil: Stdout for both.
-	ChildOutput func(name string) (stdout, stderr io.Writer)
+	// stderr (syslog's line relays, one per stream, which the child's
+	// pipe is copied to), and done is called once the child has been
+	// waited for and its output copied; nil: Stdout for both.
+	ChildOutput func(name string) (stdout, stderr io.Writer, done func())
 
 	// Notify tells the service manager (systemd's $NOTIFY_SOCKET) when
 	// the daemon serves, reloads and stops; nil: there is none.
@@ -81,7 +83,8 @@ type Parent struct {
 // NewLogOptions converts the resolved log settings for the children.
 func NewLogOptions(level slog.Level, l config.Log) logOptions {
 	return logOptions{Level: int(level), Format: l.Format, ANSI: l.ANSI,
-		Timestamp: l.Timestamp, Target: l.Target, ShowLevel: l.Level}
+		Timestamp: l.Timestamp, Target: l.Target, ShowLevel: l.Level,
+		Priority: l.Output == "syslog"}
 }
 
 // Reload asks the running daemon to read its configuration again, as
@@ -389,12 +392,13 @@ func (s *supervisor) post(ev procEvent) {
 
 // spawn starts a child and the goroutines that watch it.
 func (s *supervisor) spawn(name string, args []string) (*proc, error) {
-	stdout, stderr := s.p.Stdout, s.p.Stdout
+	stdout, stderr, outDone := s.p.Stdout, s.p.Stdout, func() {}
 	if s.p.ChildOutput != nil {
-		stdout, stderr = s.p.ChildOutput(name)
+		stdout, stderr, outDone = s.p.ChildOutput(name)
 	}
 	c, err := privsep.StartChild(name, args, stdout, stderr)
 	if err != nil {
+		outDone()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	pr := &proc{name: name, child: c, pid: c.Cmd.Process.Pid, started: time.Now(),
@@ -402,6 +406,7 @@ func (s *supervisor) spawn(name string, args []string) (*proc, error) {
 	s.live[pr.pid] = pr
 	go func() {
 		pr.err = c.Cmd.Wait()
+		outDone() // after Wait, which waits for the copy of its output
 		close(pr.done)
 		s.post(procEvent{pr: pr, exited: true})
 	}()

@@ -297,6 +297,9 @@ type logOptions struct {
 	Timestamp bool   `json:"timestamp"`
 	Target    bool   `json:"target"`
 	ShowLevel bool   `json:"show_level"`
+	// Priority prefixes each line with its syslog severity (<6>), which
+	// the parent reads to send it on to syslog.
+	Priority bool `json:"priority"`
 }
 
 func (o logOptions) validate() error {

@@ -701,19 +701,6 @@ func TestDialSyslogErrors(t *testing.T) {
 	}
 }
 
-func TestParseFacility(t *testing.T) {
-	for name, want := range map[string]int{"kern": 0, "user": 1, "daemon": 3, "Daemon": 3, "authpriv": 10, "local0": 16, "LOCAL7": 23} {
-		if got, err := ParseFacility(name); err != nil || got != want {
-			t.Errorf("ParseFacility(%q) = %d, %v; want %d", name, got, err, want)
-		}
-	}
-	for _, name := range []string{"", "local8", "3", "LOG_DAEMON"} {
-		if _, err := ParseFacility(name); err == nil {
-			t.Errorf("ParseFacility(%q) did not fail", name)
-		}
-	}
-}
-
 // TestSyslogFromHandler: a child's logger with Priority, through a Stream:
 // every record arrives with its level's severity and its text, for every
 // format, the attribute lines of a pretty record included.

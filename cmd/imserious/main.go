@@ -97,8 +97,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cfg.Resolve(root)
 	}
 	var level slog.Level
+	var levelNote string
 	if err == nil {
-		level, err = logging.EffectiveLevel(cfg.Log.MaxLevel, debug, os.Getenv)
+		level, levelNote, err = logging.EffectiveLevelNote(cfg.Log.MaxLevel, debug, os.Getenv)
 		if err != nil {
 			err = fmt.Errorf("IMSERIOUS_LOG: %w", err)
 		}
@@ -126,6 +127,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for _, w := range cfg.Warnings() {
 			fmt.Fprintf(stderr, "warning: %s\n", w)
 		}
+		if levelNote != "" {
+			fmt.Fprintf(stderr, "note: %s\n", levelNote)
+		}
 		fmt.Fprintln(stderr, "configuration OK")
 		return 0
 	}
@@ -140,12 +144,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	logOpt := daemon.NewLogOptions(level, cfg.Log)
-	log := logging.New(stdout, logging.Options{Level: level, Format: cfg.Log.Format, ANSI: cfg.Log.ANSI,
-		Timestamp: cfg.Log.Timestamp, Target: cfg.Log.Target, ShowLevel: cfg.Log.Level}, "parent")
+	out := stdout
+	var childOutput func(string) (io.Writer, io.Writer, func())
+	if cfg.Log.Output == "syslog" {
+		// Every process's lines reach syslog through the parent: the
+		// children write to pipes the parent reads, one stream each, and
+		// no child opens a socket (a chroot and a sandbox forbid it).
+		sys, err := logging.DialSyslog("", cfg.Log.SyslogSocket, cfg.Log.FacilityCode, "imserious")
+		if err != nil {
+			log := logging.New(stdout, logging.Options{Level: slog.LevelInfo, Format: "full", ShowLevel: true}, "parent")
+			log.Error("cannot log to syslog, not starting", "socket", cfg.Log.SyslogSocket, "err", err)
+			return 1
+		}
+		defer sys.Close()
+		own := sys.Stream(logging.SeverityInfo)
+		defer own.Close()
+		out = own
+		childOutput = func(string) (io.Writer, io.Writer, func()) {
+			o, e := sys.Stream(logging.SeverityInfo), sys.Stream(logging.SeverityErr)
+			return o, e, func() { o.Close(); e.Close() }
+		}
+	}
+	log := logging.New(out, logging.Options{Level: level, Format: cfg.Log.Format, ANSI: cfg.Log.ANSI,
+		Timestamp: cfg.Log.Timestamp, Target: cfg.Log.Target, ShowLevel: cfg.Log.Level, Priority: logOpt.Priority}, "parent")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	p := &daemon.Parent{Config: cfg, Root: root, Log: log, LogOpt: logOpt, Stdout: stdout}
+	p := &daemon.Parent{Config: cfg, Root: root, Log: log, LogOpt: logOpt, Stdout: stdout, ChildOutput: childOutput}
 	// SIGHUP reloads the configuration (and the TLS pair); by default it
 	// would kill the daemon.
 	hup := make(chan os.Signal, 1)
@@ -162,6 +187,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	log.Info("starting", "version", Version, "config", path)
 	for _, w := range cfg.Warnings() {
 		log.Warn(w)
+	}
+	if levelNote != "" {
+		log.Info(levelNote)
 	}
 	// Under systemd (Type=notify): READY=1 once serving, RELOADING=1 and
 	// READY=1 around a reload, STOPPING=1.
