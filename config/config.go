@@ -40,6 +40,7 @@ type Config struct {
 	TLS                *TLS  // nil when no [tls]
 	Log                Log
 	Privsep            Privsep
+	Control            Control
 	Handlers           []Handler
 
 	src           *source // where each key was written, for Resolve's messages
@@ -92,6 +93,20 @@ type Privsep struct {
 	Chroot string // default "/var/empty"; absolute and clean
 }
 
+// Control is the [control] table: the parent's control socket for
+// imseriousctl.
+type Control struct {
+	// Socket is the path of the control socket, absolute and clean, or ""
+	// for none. Parse sets it only when the key is written (socket = ""
+	// turns the socket off); Resolve, or ResolveControl alone, fills in
+	// DefaultControlSocket when it is not.
+	Socket string
+	// Explicit is true when socket was written in the file: the daemon
+	// treats a failure to bind an explicit path as fatal and one to bind
+	// the default as a warning.
+	Explicit bool
+}
+
 // Handler is one [[handler]] table.
 type Handler struct {
 	Line int // line of the [[handler]] header, for messages
@@ -115,6 +130,14 @@ type Handler struct {
 	// one that is set, even to "", into Env, which is how it reaches the
 	// exec process; one that is unset is left out.
 	PassEnv []string
+	// RunAtStart makes the handler run once when the daemon starts
+	// (run_at_start), for mail that arrived while it was down.
+	RunAtStart bool
+	// Retries is how many times a failed run is tried again (retries,
+	// 0 to MaxRetries, default 0), RetryBackoff after the failed run ended
+	// (retry_backoff, default DefaultRetryBackoff), doubling each time.
+	Retries      int
+	RetryBackoff time.Duration
 
 	// Filled by Resolve.
 	Account privsep.Account // the account the command runs as
@@ -145,6 +168,9 @@ func (h *Handler) Same(o *Handler) bool {
 		slices.Equal(h.PassEnv, o.PassEnv) &&
 		h.CommandTimeout == o.CommandTimeout &&
 		slices.Equal(h.IP, o.IP) &&
+		h.RunAtStart == o.RunAtStart &&
+		h.Retries == o.Retries &&
+		h.RetryBackoff == o.RetryBackoff &&
 		sameAccount(&h.Account, &o.Account) &&
 		h.Path == o.Path
 }

@@ -24,7 +24,7 @@ func TestSame(t *testing.T) {
 			Delay: time.Second, LimitPeriod: 30 * time.Second, LimitBurst: 1, Periodic: time.Hour,
 			RunAs: "alice", Env: map[string]string{"A": "1"}, CommandTimeout: 10 * time.Minute,
 			IP:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-			PassEnv: []string{"DISPLAY"}, Number: 3,
+			PassEnv: []string{"DISPLAY"}, Number: 3, Retries: 2, RetryBackoff: 10 * time.Second,
 			Account: privsep.Account{Name: "alice", UID: 1001, GID: 1001, Groups: []int{1001, 100}, Home: "/home/alice", Shell: "/bin/sh"},
 			Path:    "/usr/bin/fdm",
 		}
@@ -43,6 +43,9 @@ func TestSame(t *testing.T) {
 		"IP":             func(h *Handler) { h.IP = append(h.IP, netip.MustParsePrefix("::1/128")) },
 		"Path":           func(h *Handler) { h.Path = "/usr/local/bin/fdm" },
 		"PassEnv":        func(h *Handler) { h.PassEnv = append(h.PassEnv, "WAYLAND_DISPLAY") },
+		"RunAtStart":     func(h *Handler) { h.RunAtStart = !h.RunAtStart },
+		"Retries":        func(h *Handler) { h.Retries = 3 },
+		"RetryBackoff":   func(h *Handler) { h.RetryBackoff = time.Minute },
 	}
 	accountChanges := map[string]func(*privsep.Account){
 		"Name":   func(a *privsep.Account) { a.Name = "alice2" },

@@ -65,6 +65,7 @@ func originalHandler() Handler {
 		Command:     []string{"/usr/local/bin/fdm", "-a", "eda", "-l", "fetch"},
 		// Not the original's, defaults of ours.
 		CommandTimeout: DefaultCommandTimeout,
+		RetryBackoff:   DefaultRetryBackoff,
 		Env:            map[string]string{},
 	}
 }
@@ -114,7 +115,7 @@ func TestOriginalExamples(t *testing.T) {
 		{"periodic", "2 days", 48 * time.Hour},
 	} {
 		h := Handler{Line: 1, Number: 1, User: "freaky", Event: "MessageNew", Command: []string{"true"},
-			LimitPeriod: DefaultLimitPeriod, LimitBurst: DefaultLimitBurst, CommandTimeout: DefaultCommandTimeout, Env: map[string]string{}}
+			LimitPeriod: DefaultLimitPeriod, LimitBurst: DefaultLimitBurst, CommandTimeout: DefaultCommandTimeout, RetryBackoff: DefaultRetryBackoff, Env: map[string]string{}}
 		field := map[string]*time.Duration{"delay": &h.Delay, "limit_period": &h.LimitPeriod,
 			"periodic": &h.Periodic, "command_timeout": &h.CommandTimeout}
 		*field[d.key] = d.want

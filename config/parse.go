@@ -33,6 +33,12 @@ const (
 	DefaultLimitPeriod    = 30 * time.Second
 	DefaultLimitBurst     = 1
 	DefaultCommandTimeout = 10 * time.Minute
+	DefaultRetryBackoff   = 10 * time.Second
+
+	// MaxRetries bounds retries: with the back-off doubling up to ten
+	// minutes, 100 retries already keep a failing command going for
+	// more than 16 hours; a larger number is a typo, not a policy.
+	MaxRetries = 100
 
 	DefaultMaxOpenConnections = 1000
 	DefaultMaxOpenPerIP       = 100
@@ -86,16 +92,19 @@ type tableSpec struct {
 
 var (
 	topSpec = tableSpec{"the top level",
-		[]string{"listen", "allow", "endpoint", "max_connections", "max_open_connections", "max_open_per_ip", "timeout", "insecure_plaintext", "auth", "tls", "log", "privsep", "handler"},
+		[]string{"listen", "allow", "endpoint", "max_connections", "max_open_connections", "max_open_per_ip", "timeout", "insecure_plaintext", "auth", "tls", "log", "privsep", "control", "handler"},
 		map[string]string{"maxconnections": "max_connections", "maxopenconnections": "max_open_connections", "maxopenperip": "max_open_per_ip", "insecureplaintext": "insecure_plaintext"}}
 	authSpec    = tableSpec{"[auth]", []string{"user", "pass"}, nil}
 	tlsSpec     = tableSpec{"[tls]", []string{"cert", "key", "periodic_reload"}, map[string]string{"periodicreload": "periodic_reload"}}
 	logSpec     = tableSpec{"[log]", []string{"max_level", "format", "ansi", "timestamp", "target", "level", "output", "facility", "syslog_socket"}, map[string]string{"maxlevel": "max_level"}}
 	privsepSpec = tableSpec{"[privsep]", []string{"user", "chroot"}, nil}
+	controlSpec = tableSpec{"[control]", []string{"socket"}, nil}
 	handlerSpec = tableSpec{"[[handler]]",
-		[]string{"user", "event", "command", "delay", "limit_period", "limit_burst", "periodic", "run_as", "env", "pass_env", "command_timeout", "ip"},
-		map[string]string{"limitperiod": "limit_period", "limitburst": "limit_burst", "commandtimeout": "command_timeout", "runas": "run_as", "passenv": "pass_env"}}
-	allSpecs = []*tableSpec{&topSpec, &authSpec, &tlsSpec, &logSpec, &privsepSpec, &handlerSpec}
+		[]string{"user", "event", "command", "delay", "limit_period", "limit_burst", "periodic", "run_as", "env", "pass_env", "command_timeout", "ip",
+			"run_at_start", "retries", "retry_backoff"},
+		map[string]string{"limitperiod": "limit_period", "limitburst": "limit_burst", "commandtimeout": "command_timeout", "runas": "run_as", "passenv": "pass_env",
+			"runatstart": "run_at_start", "retrybackoff": "retry_backoff"}}
+	allSpecs = []*tableSpec{&topSpec, &authSpec, &tlsSpec, &logSpec, &privsepSpec, &controlSpec, &handlerSpec}
 )
 
 // source remembers where keys were written, for messages produced after
@@ -510,6 +519,9 @@ func (p *parser) config(raw map[string]any) *Config {
 	if e, ok := top["privsep"]; ok {
 		p.privsep(e, &c.Privsep)
 	}
+	if e, ok := top["control"]; ok {
+		p.control(e, &c.Control)
+	}
 	if e, ok := top["handler"]; ok {
 		c.Handlers = p.handlers(e)
 	}
@@ -795,6 +807,7 @@ func (p *parser) handler(base []string, m map[string]any) Handler {
 		LimitPeriod:    DefaultLimitPeriod,
 		LimitBurst:     DefaultLimitBurst,
 		CommandTimeout: DefaultCommandTimeout,
+		RetryBackoff:   DefaultRetryBackoff,
 		Env:            map[string]string{},
 	}
 	t := p.table(&handlerSpec, base, m)
@@ -853,6 +866,27 @@ func (p *parser) handler(base []string, m map[string]any) Handler {
 	}
 	if f, ok := t["ip"]; ok {
 		h.IP = p.prefixes(f)
+	}
+	if f, ok := t["run_at_start"]; ok {
+		h.RunAtStart, _ = p.boolean(f)
+	}
+	retriesOK := true
+	if f, ok := t["retries"]; ok {
+		var n int
+		if n, retriesOK = p.integer(f, 0, MaxRetries); retriesOK {
+			h.Retries = n
+		}
+	}
+	if f, ok := t["retry_backoff"]; ok {
+		if d, ok := p.duration(f); ok {
+			h.RetryBackoff = d
+			// Valid but idle: the operator expects retries that will not
+			// happen. A warning, as with the syslog keys: the fix is one
+			// line away and the handler works as written.
+			if retriesOK && h.Retries == 0 {
+				p.warnf(f.path, "has no effect: retries is 0; set retries to the number of times a failed run is tried again")
+			}
+		}
 	}
 	return h
 }

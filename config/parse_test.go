@@ -64,6 +64,7 @@ func TestDefaults(t *testing.T) {
 			LimitPeriod:    30 * time.Second,
 			LimitBurst:     1,
 			CommandTimeout: 10 * time.Minute,
+			RetryBackoff:   10 * time.Second,
 			Env:            map[string]string{},
 		}},
 	}
@@ -106,8 +107,9 @@ func TestFull(t *testing.T) {
 		Log: Log{MaxLevel: "debug", Format: "json", ANSI: true, Timestamp: true, Target: true, Level: true,
 			Output: "syslog", Facility: "local3", FacilityCode: 19, SyslogSocket: "/var/run/syslog.sock"},
 		Privsep: Privsep{User: "_imse", Chroot: "/var/empty/imserious"},
+		Control: Control{Socket: "/run/imserious/ctl.sock", Explicit: true},
 		Handlers: []Handler{{
-			Line:           35,
+			Line:           38,
 			Number:         1,
 			User:           "alice",
 			Event:          "MessageNew",
@@ -121,8 +123,11 @@ func TestFull(t *testing.T) {
 			CommandTimeout: 30 * time.Minute,
 			IP:             []netip.Prefix{pfx("192.0.2.1/32"), pfx("198.51.100.7/32"), pfx("2001:db8::/48")},
 			PassEnv:        []string{"WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"},
+			RunAtStart:     true,
+			Retries:        3,
+			RetryBackoff:   30 * time.Second,
 		}, {
-			Line:           52,
+			Line:           58,
 			Number:         2,
 			User:           "bob@example.org",
 			Event:          "FlagsSet",
@@ -130,6 +135,7 @@ func TestFull(t *testing.T) {
 			LimitPeriod:    30 * time.Second,
 			LimitBurst:     1,
 			CommandTimeout: 10 * time.Minute,
+			RetryBackoff:   10 * time.Second,
 			Env:            map[string]string{"XDG_RUNTIME_DIR": "/run/user/1001"},
 		}},
 	}
@@ -150,7 +156,7 @@ func TestFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	tables := map[*tableSpec][]map[string]any{&topSpec: {raw}}
-	for _, name := range []string{"auth", "tls", "log", "privsep"} {
+	for _, name := range []string{"auth", "tls", "log", "privsep", "control"} {
 		m, _ := raw[name].(map[string]any)
 		tables[specOf(name)] = []map[string]any{m}
 	}

@@ -18,9 +18,12 @@ import (
 // Resolve is the deep check behind -n and the last step before starting:
 // it looks at the system the configuration names and loads the TLS pair.
 // root says whether the daemon runs as root, which decides whose accounts
-// commands run as (spec §5). It fills Handler.Account and Handler.Path and
-// returns Errors with every problem found, among them a command that
-// someone other than root and its account could replace. It changes
+// commands run as (spec §5) and, with the environment LookupEnv reads, the
+// default control socket (ResolveControl). It fills Handler.Account,
+// Handler.Path and Control.Socket and returns Errors with every problem
+// found, among them a command that someone other than root and its
+// account could replace, or an explicit control socket whose directory
+// is missing or whose path holds something else. It changes
 // nothing on the system (a missing chroot is created by the daemon at
 // start, not here).
 //
@@ -47,6 +50,8 @@ func (c *Config) Resolve(root bool) error {
 	if c.Auth != nil && c.Auth.Pass != "" {
 		r.passFile()
 	}
+	c.ResolveControl(root)
+	r.controlSocket()
 	sortErrors(r.warns)
 	c.warnings = r.warns
 	if len(r.errs) == 0 {
