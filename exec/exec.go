@@ -65,13 +65,37 @@ type Job struct {
 	Number  int    // its number in the file (config.Handler.Number), for logs; 0: none
 	Trigger string // TriggerEvent, TriggerPeriodic or TriggerRecovery
 	Count   int    // events coalesced into this run; 0 for periodic and recovery runs
+	// Attempt is 1 for a first attempt, 2 for the first retry of a failed
+	// run, 3 for the next...; 0 when the scheduler does not say.
+	Attempt int
 	Env     []string
+	// Started, when set, is called by the runner once the process exists,
+	// with its pid, before Run returns; never when it did not start.
+	Started func(pid int)
+}
+
+// Result is how a run ended.
+type Result struct {
+	Start    time.Time     // when the runner started the command (its own clock)
+	Duration time.Duration // from Start to the end of the run
+	// ExitStatus is the command's exit status, or -1 when it was killed by
+	// a signal or did not start.
+	ExitStatus int
+	Signal     string // the signal that killed it ("SIGKILL"), "" otherwise
+	TimedOut   bool   // it was terminated at command_timeout (whatever it then exited with)
+	Err        error  // why it could not start; nil when it started
+}
+
+// Failed reports whether the run failed: it could not start, exited
+// non-zero, was killed by a signal, or was terminated at its timeout.
+func (r Result) Failed() bool {
+	return r.Err != nil || r.ExitStatus != 0 || r.Signal != "" || r.TimedOut
 }
 
 // Runner runs a job's command. Run blocks until the command has ended and
 // logs everything about it itself; when ctx is done it stops the command.
 type Runner interface {
-	Run(ctx context.Context, j Job)
+	Run(ctx context.Context, j Job) Result
 }
 
 // Exec schedules and runs the handlers of one account.

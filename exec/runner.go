@@ -52,18 +52,23 @@ type CommandRunner struct {
 	KillOrphans bool
 }
 
-// Run executes j and returns when the command has ended. When the command
-// exits, whatever is left in its process group is killed. At the
-// handler's command_timeout, or when ctx is done, the group gets SIGTERM,
-// then SIGKILL after KillGrace. A command that fails is logged, never
-// retried.
-func (r *CommandRunner) Run(ctx context.Context, j Job) {
+// Run executes j and returns when the command has ended, saying how. When
+// the command exits, whatever is left in its process group is killed. At
+// the handler's command_timeout, or when ctx is done, the group gets
+// SIGTERM, then SIGKILL after KillGrace. j.Started, when set, gets the
+// pid once the command is running. A command that fails is logged and
+// reported in the Result; retrying it is the scheduler's business.
+func (r *CommandRunner) Run(ctx context.Context, j Job) Result {
 	h := j.Handler
 	log := r.Log
 	if log == nil {
 		log = slog.Default()
 	}
 	log = log.With("handler", label(j.Index, j.Number), "user", h.User, "trigger", j.Trigger)
+	if j.Attempt > 1 {
+		log = log.With("attempt", j.Attempt)
+	}
+	res := Result{ExitStatus: -1}
 	grace := r.KillGrace
 	if grace <= 0 {
 		grace = DefaultKillGrace
@@ -74,7 +79,8 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 	// than left to a failed start.
 	if err := envFits(j.Env); err != nil {
 		log.Error("command not started: its environment cannot be passed to execve", "path", h.Path, "err", err)
-		return
+		res.Start, res.Err = time.Now(), fmt.Errorf("environment cannot be passed to execve: %w", err)
+		return res
 	}
 
 	// No context: the run's own watch signals the whole group, where
@@ -111,18 +117,24 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 	if err := privsep.CloseOnExecFrom(3); err != nil {
 		out.started(0)
 		log.Error("command not started: cannot make descriptors close-on-exec", "path", h.Path, "err", err)
-		return
+		res.Start, res.Err = time.Now(), fmt.Errorf("cannot make descriptors close-on-exec: %w", err)
+		return res
 	}
 	begin := time.Now()
+	res.Start = begin
 	l, err := startCommand(cmd)
 	if err != nil {
 		out.started(0)
 		log.Error("command failed to start", "path", h.Path, "err", err)
-		return
+		res.Err, res.Duration = err, time.Since(begin)
+		return res
 	}
 	pid := cmd.Process.Pid
 	out.started(pid)
 	log.Info("command started", "pid", pid, "path", h.Path, "count", j.Count)
+	if j.Started != nil {
+		j.Started(pid)
+	}
 
 	// Security: everything below kills the group pid; assert that the
 	// command is the leader of its own session and group, as Setsid
@@ -178,7 +190,18 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 		}
 	}
 	out.flush()
-	dur := time.Since(begin).Round(time.Millisecond).String()
+	res.Duration = time.Since(begin)
+	res.TimedOut = g.timedOut // written by watch before it closed watched
+	if ps := cmd.ProcessState; ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			res.Signal = signalName(ws.Signal())
+		} else {
+			res.ExitStatus = ps.ExitCode()
+		}
+	} else {
+		res.Err = err // not reaped: cannot happen once Start succeeded
+	}
+	dur := res.Duration.Round(time.Millisecond).String()
 	log = log.With("pid", pid, "duration", dur)
 
 	var ee *osexec.ExitError
@@ -189,7 +212,7 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 		ws, ok := ee.Sys().(syscall.WaitStatus)
 		switch {
 		case ok && ws.Signaled():
-			log.Warn("command killed by signal", "signal", unix.SignalName(ws.Signal()))
+			log.Warn("command killed by signal", "signal", signalName(ws.Signal()))
 		default:
 			log.Warn("command exited", "status", ee.ExitCode())
 		}
@@ -198,12 +221,24 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) {
 	default:
 		log.Warn("command ended", "err", err)
 	}
+	return res
+}
+
+// signalName names a signal as kill -l does, with its SIG prefix.
+func signalName(s syscall.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return fmt.Sprintf("signal %d", int(s))
 }
 
 // group is a running command's process group, which the run's watch and
 // the run itself signal until the leader is reaped.
 type group struct {
 	pgid int
+	// timedOut is set by watch when it terminated the group at
+	// command_timeout, before watch returns.
+	timedOut bool
 
 	mu     sync.Mutex
 	reaped bool
@@ -246,6 +281,7 @@ func (g *group) watch(ctx context.Context, log *slog.Logger, timeout, grace time
 		reason = "shutdown"
 	case <-expired:
 		reason = "command_timeout"
+		g.timedOut = true
 	}
 	log.Warn("terminating command's process group", "pid", g.pgid, "reason", reason, "signal", "SIGTERM",
 		"timeout", timeout.String(), "grace", grace.String())

@@ -461,3 +461,111 @@ func TestRunEnvTooLarge(t *testing.T) {
 		t.Errorf("end record %v", end)
 	}
 }
+
+// resultOf runs j with a CommandRunner and returns its Result and the
+// pids Started was called with.
+func resultOf(t *testing.T, r *CommandRunner, j Job) (Result, []int, *logBuf) {
+	t.Helper()
+	var pids []int
+	j.Started = func(pid int) { pids = append(pids, pid) }
+	logs := &logBuf{}
+	r.Log = newLogger(logs)
+	done := make(chan Result, 1)
+	go func() { done <- r.Run(context.Background(), j) }()
+	select {
+	case res := <-done:
+		return res, pids, logs
+	case <-time.After(safety):
+		t.Fatalf("Run did not return; log:\n%s", logs.String())
+		return Result{}, nil, nil
+	}
+}
+
+// TestRunResult: what Run reports of each way a command can end, and the
+// pid it hands Started.
+func TestRunResult(t *testing.T) {
+	t.Run("exit 0", func(t *testing.T) {
+		before := time.Now()
+		res, pids, logs := resultOf(t, &CommandRunner{}, shJob(t, "echo $$\n"))
+		if res.Failed() || res.ExitStatus != 0 || res.Signal != "" || res.TimedOut || res.Err != nil {
+			t.Errorf("result %+v, want a success", res)
+		}
+		if res.Start.Before(before) || res.Start.After(time.Now()) || res.Duration <= 0 {
+			t.Errorf("start %v, duration %v", res.Start, res.Duration)
+		}
+		out := outputLines(t, logs, "stdout")
+		if len(pids) != 1 || len(out) != 1 || strconv.Itoa(pids[0]) != out[0] {
+			t.Errorf("Started got %v, the command says its pid is %q", pids, out)
+		}
+		if start := one(t, logs, "command started"); start["pid"] != float64(pids[0]) {
+			t.Errorf("start record %v, Started got %v", start, pids)
+		}
+	})
+	t.Run("exit 3", func(t *testing.T) {
+		res, pids, _ := resultOf(t, &CommandRunner{}, shJob(t, "exit 3\n"))
+		if !res.Failed() || res.ExitStatus != 3 || res.Signal != "" || res.TimedOut || res.Err != nil || len(pids) != 1 {
+			t.Errorf("result %+v, pids %v; want exit status 3", res, pids)
+		}
+	})
+	t.Run("signal", func(t *testing.T) {
+		res, _, _ := resultOf(t, &CommandRunner{}, shJob(t, "kill -KILL $$\n"))
+		if !res.Failed() || res.ExitStatus != -1 || res.Signal != "SIGKILL" || res.TimedOut || res.Err != nil {
+			t.Errorf("result %+v, want killed by SIGKILL", res)
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		j := shJob(t, "exec sleep 100\n")
+		j.Handler.CommandTimeout = 200 * time.Millisecond
+		res, _, _ := resultOf(t, &CommandRunner{KillGrace: outlast}, j)
+		if !res.Failed() || res.ExitStatus != -1 || res.Signal != "SIGTERM" || !res.TimedOut || res.Err != nil {
+			t.Errorf("result %+v, want timed out, SIGTERM", res)
+		}
+	})
+	t.Run("timeout, exits on TERM", func(t *testing.T) {
+		// As in TestRunTermFirst: the trap is the script's first line,
+		// long before the timeout.
+		j := shJob(t, "trap 'exit 0' TERM\nsleep 1000 &\nwait\n")
+		j.Handler.CommandTimeout = time.Second
+		res, _, _ := resultOf(t, &CommandRunner{KillGrace: outlast}, j)
+		// Exit status 0, but terminated at its timeout: a failure.
+		if !res.Failed() || res.ExitStatus != 0 || res.Signal != "" || !res.TimedOut || res.Err != nil {
+			t.Errorf("result %+v, want timed out with exit status 0", res)
+		}
+	})
+	t.Run("cancelled is not a timeout", func(t *testing.T) {
+		fifo := filepath.Join(t.TempDir(), "fifo")
+		if err := unix.Mkfifo(fifo, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		j := shJob(t, fmt.Sprintf("echo started > %s\nexec sleep 100\n", fifo))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan Result, 1)
+		go func() { done <- (&CommandRunner{Log: newLogger(&logBuf{})}).Run(ctx, j) }()
+		if b, err := os.ReadFile(fifo); err != nil || string(b) != "started\n" {
+			t.Fatalf("fifo: %q, %v", b, err)
+		}
+		cancel()
+		select {
+		case res := <-done:
+			if res.Signal != "SIGTERM" || res.TimedOut {
+				t.Errorf("result %+v, want SIGTERM, not timed out", res)
+			}
+		case <-time.After(safety):
+			t.Fatal("Run did not return")
+		}
+	})
+	t.Run("cannot start", func(t *testing.T) {
+		res, pids, _ := resultOf(t, &CommandRunner{}, realJob(t, filepath.Join(t.TempDir(), "missing"), "prog"))
+		if !res.Failed() || res.Err == nil || res.ExitStatus != -1 || res.Signal != "" || len(pids) != 0 {
+			t.Errorf("result %+v, pids %v; want a start failure without Started", res, pids)
+		}
+	})
+	t.Run("environment too large", func(t *testing.T) {
+		j := realJob(t, "/bin/true", "true")
+		j.Env = append(j.Env, "BIG="+strings.Repeat("x", 128<<10))
+		res, pids, _ := resultOf(t, &CommandRunner{}, j)
+		if !res.Failed() || res.Err == nil || !strings.Contains(res.Err.Error(), "BIG") || len(pids) != 0 {
+			t.Errorf("result %+v, pids %v; want a start failure naming BIG", res, pids)
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,21 +31,31 @@ const outlast = 3 * safety
 // or the Exec's context is cancelled.
 type fakeRunner struct {
 	started chan *fakeRun
+	n       atomic.Int64
 }
 
 type fakeRun struct {
 	Job
 	release chan struct{}
 	killed  chan struct{} // closed when the run ended by ctx
+	// result is what Run returns; the test sets it before release.
+	result Result
 }
 
-func (r *fakeRunner) Run(ctx context.Context, j Job) {
+// Run reports the pid 1000+n for the n-th run it is given, so a test
+// can tell runs apart in Status.
+func (r *fakeRunner) Run(ctx context.Context, j Job) Result {
 	fr := &fakeRun{Job: j, release: make(chan struct{}), killed: make(chan struct{})}
+	if j.Started != nil {
+		j.Started(1000 + int(r.n.Add(1)))
+	}
 	r.started <- fr
 	select {
 	case <-fr.release:
+		return fr.result
 	case <-ctx.Done():
 		close(fr.killed)
+		return Result{ExitStatus: -1, Signal: "SIGTERM"}
 	}
 }
 
@@ -208,9 +219,18 @@ func (h *harness) next() *fakeRun {
 	}
 }
 
-// finish ends run r and waits until the handler has processed its end.
+// finish ends run r, a success, and waits until the handler has
+// processed its end.
 func (h *harness) finish(r *fakeRun) {
 	h.t.Helper()
+	h.finishWith(r, Result{})
+}
+
+// finishWith ends run r with res and waits until the handler has
+// processed its end.
+func (h *harness) finishWith(r *fakeRun, res Result) {
+	h.t.Helper()
+	r.result = res
 	close(r.release)
 	select {
 	case <-h.ended:
