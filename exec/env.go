@@ -166,6 +166,12 @@ func recoveryEnv(base []string, h *config.Handler) []string {
 	return jobEnv(base, event.PeriodicEnv(h.User, h.Event), TriggerRecovery)
 }
 
+// requestEnv is the environment of a manual or start run (trigger): like
+// a periodic run, the handler's user and event and no event fields.
+func requestEnv(base []string, h *config.Handler, trigger string) []string {
+	return jobEnv(base, event.PeriodicEnv(h.User, h.Event), trigger)
+}
+
 func sortedEnv(vars map[string]string) []string {
 	env := make([]string, 0, len(vars))
 	for k, v := range vars {

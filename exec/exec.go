@@ -1,9 +1,11 @@
 // Package exec is the core of the exec process (one per run_as account):
 // it matches the events it is sent against its handlers, schedules runs
-// (delay, coalescing, token-bucket limit, periodic and recovery runs,
-// never two copies of one command at once), takes a new handler list on
-// reload, and runs the commands in sessions of their own with a fixed
-// environment, logging their output and killing what they leave behind.
+// (delay, coalescing, token-bucket limit, periodic, recovery, manual and
+// start runs, retries of failed runs with back-off, never two copies of
+// one command at once), reports what each handler is doing (Status),
+// takes a new handler list on reload, and runs the commands in sessions
+// of their own with a fixed environment, logging their output and killing
+// what they leave behind.
 //
 // It runs in a process that has already dropped to the account's uid and
 // never changes credentials itself.
@@ -34,6 +36,13 @@ const (
 	// TriggerRecovery is a run that Recover asked for: events may have
 	// been lost, so each handler runs once.
 	TriggerRecovery = "recovery"
+	// TriggerManual is a run that Run asked for (imseriousctl run).
+	TriggerManual = "manual"
+	// TriggerStart is a run that RunAtStart asked for (run_at_start).
+	TriggerStart = "start"
+	// TriggerRetry is the retry of a failed run (retries); its Attempt,
+	// and IMSE_ATTEMPT, say which.
+	TriggerRetry = "retry"
 )
 
 // Options configure an Exec.
@@ -63,10 +72,10 @@ type Job struct {
 	Handler *config.Handler
 	Index   int    // the handler's index in the handler list when the run started
 	Number  int    // its number in the file (config.Handler.Number), for logs; 0: none
-	Trigger string // TriggerEvent, TriggerPeriodic or TriggerRecovery
-	Count   int    // events coalesced into this run; 0 for periodic and recovery runs
+	Trigger string // TriggerEvent, TriggerPeriodic, TriggerRecovery, TriggerManual, TriggerStart or TriggerRetry
+	Count   int    // events coalesced into this run; 0 for runs of no event
 	// Attempt is 1 for a first attempt, 2 for the first retry of a failed
-	// run, 3 for the next...; 0 when the scheduler does not say.
+	// run, 3 for the next...
 	Attempt int
 	Env     []string
 	// Started, when set, is called by the runner once the process exists,
@@ -236,11 +245,11 @@ func (x *Exec) Deliver(ev event.Event, remote netip.AddrPort) int {
 
 // Recover makes each handler run once (IMSE_TRIGGER=recovery) through its
 // normal scheduling: the daemon calls it when this process was restarted
-// or events for it may have been lost. A handler with an event run
-// pending already has the run the recovery asks for; otherwise the
-// recovery run waits for the delay, a token and the running command like
-// an event run, and events that arrive meanwhile turn it into an event
-// run.
+// or events for it may have been lost. A handler with a run pending (an
+// event, manual or start run, or a retry waiting for its back-off)
+// already has the run the recovery asks for; otherwise the recovery run
+// waits for the delay, a token and the running command like an event run,
+// and events that arrive meanwhile turn it into an event run.
 func (x *Exec) Recover() {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
@@ -251,8 +260,9 @@ func (x *Exec) Recover() {
 
 // Update replaces the handler list, as a reload does. A handler whose
 // configuration is the same as one in the old list (config.Handler.Same:
-// everything but Line) keeps its state: pending events, timers, token
-// bucket, running command. Identical handlers pair up one to one, in
+// everything but Line and Number) keeps its state: pending events, timers,
+// token bucket, running command, a retry waiting for its back-off, and
+// the counts and last run that Status reports. Identical handlers pair up one to one, in
 // order. Old handlers left without a pair stop scheduling: a pending run
 // is logged as dropped, and a running command finishes normally (Shutdown
 // still waits for it). New handlers start like those given to New, with
