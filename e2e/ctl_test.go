@@ -19,8 +19,9 @@ import (
 )
 
 // The Dovecot configuration under test is what imseriousctl dovecot 2.3
-// prints for the imserious configuration under test, pasted as is: a
-// wrong URL, encoding, plugin or doveadm line fails the suite.
+// or 2.4 prints for the imserious configuration under test, pasted as
+// is: a wrong URL, encoding, plugin, setting or doveadm line fails the
+// suite.
 
 // ctlBin is the imseriousctl under test: $IMSERIOUSCTL_BIN, or one built
 // for the run (setCtl).
@@ -63,47 +64,68 @@ func setCtl() (cleanup func(), err error) {
 	return func() { os.RemoveAll(dir) }, nil
 }
 
-// dovecotSettings runs imseriousctl dovecot 2.3 on the imserious
+// dovecotSettings runs imseriousctl dovecot VERSION on the imserious
 // configuration text and returns what it printed.
-func dovecotSettings(t *testing.T, cfgText string) string {
+func dovecotSettings(t *testing.T, r *release, cfgText string) string {
 	t.Helper()
-	cmd := exec.Command(ctlBin, "-c", daemontest.WriteConfig(t, cfgText), "dovecot", "2.3")
+	cmd := exec.Command(ctlBin, "-c", daemontest.WriteConfig(t, cfgText), "dovecot", r.version)
 	cmd.Env = []string{"PATH=/usr/bin:/bin:/usr/sbin:/sbin"}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("imseriousctl dovecot 2.3: %v\n%s", err, stderr.String())
+		t.Fatalf("imseriousctl dovecot %s: %v\n%s", r.version, err, stderr.String())
 	}
 	// The daemon started on this configuration: nothing may be wrong
 	// with it but what -n would warn of.
 	for _, l := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
 		if l != "" && !strings.HasPrefix(l, "warning: ") {
-			t.Errorf("imseriousctl dovecot 2.3 complained: %s", stderr.String())
+			t.Errorf("imseriousctl dovecot %s complained: %s", r.version, stderr.String())
 			break
 		}
 	}
 	return stdout.String()
 }
 
-var driverURL = regexp.MustCompile(`(?m)^\s*push_notification_driver = ox:url=(\S+) `)
+// The line of the push driver's URL, and how a URL is written in it:
+// 2.3 expands %-variables in plugin settings, so every % of the URL is
+// doubled there; 2.4 takes the URL as it is (and refuses %%).
+var (
+	driverURL23 = regexp.MustCompile(`(?m)^\s*push_notification_driver = ox:url=(\S+) `)
+	driverURL24 = regexp.MustCompile(`(?m)^\s*ox_url = (\S+)$`)
+)
+
+// urlIn is a URL as the release's configuration writes it.
+func (r *release) urlIn(url string) string {
+	if r.version == "2.3" {
+		return strings.ReplaceAll(url, "%", "%%")
+	}
+	return url
+}
 
 // pushURL returns the URL of the settings' push driver as written there
-// (every % doubled).
-func pushURL(t *testing.T, settings string) string {
+// (for 2.3, every % doubled).
+func pushURL(t *testing.T, r *release, settings string) string {
 	t.Helper()
-	m := driverURL.FindStringSubmatch(settings)
-	if m == nil {
-		t.Fatalf("no push_notification_driver line in imseriousctl's output:\n%s", settings)
+	re := driverURL23
+	if r.version == "2.4" {
+		re = driverURL24
 	}
-	return m[1]
+	m := re.FindAllStringSubmatch(settings, -1)
+	if len(m) != 1 {
+		t.Fatalf("%d push driver URLs in imseriousctl's %s output, want one:\n%s", len(m), r.version, settings)
+	}
+	return m[0][1]
 }
 
 // withURL returns the settings with the push driver pointed at url (a
-// URL as Go would write it; its % are doubled here).
-func withURL(t *testing.T, settings, url string) string {
+// URL as Go would write it; written here as the release wants it).
+func withURL(t *testing.T, r *release, settings, url string) string {
 	t.Helper()
-	old := "ox:url=" + pushURL(t, settings) + " "
-	return strings.Replace(settings, old, "ox:url="+strings.ReplaceAll(url, "%", "%%")+" ", 1)
+	old := pushURL(t, r, settings)
+	if strings.Count(settings, old) != 1 {
+		t.Fatalf("the URL %s is in imseriousctl's output more than once:\n%s", old, settings)
+	}
+	return strings.Replace(settings, old, r.urlIn(url), 1)
 }
 
 // doveadmCommands returns the doveadm commands the settings tell the

@@ -12,13 +12,15 @@ import (
 
 // The Basic credentials Dovecot sends, with the characters that must be
 // percent-encoded in the URL's userinfo (the user cannot have ':'), and
-// '%', which Dovecot 2.3 expands besides; the endpoint is not the default.
-// imseriousctl prints the URL Dovecot gets.
+// '%', which Dovecot 2.3 expands besides (2.4 does not, and refuses a
+// doubled one); the endpoint is not the default. imseriousctl prints the
+// URL Dovecot gets.
 const (
 	authUser = "push@dove"
 	authPass = "p@ss:w%25rd 50%/x"
 	// authURLInfo is user:pass as it goes into the URL, written out by
-	// hand: imseriousctl's URL must be this (with every % doubled).
+	// hand: imseriousctl's URL must be this (for 2.3 with every %
+	// doubled, for 2.4 as it is).
 	authURLInfo = "push%40dove:p%40ss%3Aw%2525rd%2050%25%2Fx"
 	endpoint    = "/imserious/dovecot"
 )

@@ -35,16 +35,17 @@ func requireRoot(t *testing.T) {
 	}
 }
 
-// Where Debian's packages put Dovecot.
+// Where Debian's packages put Dovecot, in Debian 12 and 13 alike (the
+// 2.4 ones inside its chroot).
 const (
 	dovecotBin = "/usr/sbin/dovecot"
 	doveadmBin = "/usr/bin/doveadm"
 	ldaBin     = "/usr/lib/dovecot/dovecot-lda"
 )
 
-// requireDovecot fails, rather than skips, when Dovecot is missing: `make
-// e2e` installs it, and a suite that silently tests nothing would hide a
-// broken install step.
+// requireDovecot fails, rather than skips, when the host's Dovecot is
+// missing: `make e2e` installs it, and a suite that silently tests
+// nothing would hide a broken install step.
 func requireDovecot(t *testing.T) {
 	t.Helper()
 	for _, p := range []string{dovecotBin, doveadmBin, ldaBin} {

@@ -77,14 +77,16 @@ func servedSerial(addr string, ca *tlstest.CA) (*big.Int, error) {
 // trusting the test CA through ssl_client_ca_file, with a password that
 // needs percent-encoding in the URL; then rotates the certificate while
 // deliveries go on, and checks that every one of them notified.
-func TestDovecotOverHTTPS(t *testing.T) {
-	requireRoot(t)
-	requireDovecot(t)
+func TestDovecotOverHTTPS(t *testing.T) { forEachDovecot(t, testOverHTTPS) }
+
+func testOverHTTPS(t *testing.T, r *release) {
 	ca := tlstest.NewCA(t)
-	// Not under t.TempDir, which other uids cannot enter.
-	tlsDir := filepath.Join(daemontest.OpenDir(t), "tls")
+	// Not under t.TempDir, which other uids cannot enter; for the 2.4
+	// chroot, inside it, where the path imserious reads the certificate
+	// from, and imseriousctl names as Dovecot's CA file, is the same.
+	tlsDir := filepath.Join(r.openDir(t), "tls")
 	first := installPair(t, ca, tlsDir, "v1")
-	m := newMail(t, fmt.Sprintf("[tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "cert.pem"), filepath.Join(tlsDir, "key.pem")), ca)
+	m := newMail(t, r, fmt.Sprintf("[tls]\ncert = %q\nkey = %q\n", filepath.Join(tlsDir, "cert.pem"), filepath.Join(tlsDir, "key.pem")), ca)
 	if s, err := servedSerial(m.d.Addr, ca); err != nil || s.Cmp(first) != 0 {
 		t.Fatalf("imserious serves serial %v (%v), want the first certificate's %v", s, err, first)
 	}
