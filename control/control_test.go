@@ -36,16 +36,16 @@ func TestStrict(t *testing.T) {
 	big := make([]byte, 4)
 	binary.BigEndian.PutUint32(big, MaxRequest+1)
 	for name, raw := range map[string][]byte{
-		"unknown field":   frame(`{"verb":"status","x":1}`),
-		"trailing data":   frame(`{"verb":"status"}{"verb":"status"}`),
-		"not an object":   frame(`["status"]`),
-		"bad json":        frame(`{"verb":`),
-		"wrong type":      frame(`{"verb":3}`),
-		"zero length":     frame(``),
-		"over the limit":  big,
-		"truncated body":  frame(`{"verb":"status"}`)[:10],
-		"truncated len":   {0, 0},
-		"not a frame":     []byte("GET / HTTP/1.1\r\n\r\n"),
+		"unknown field":  frame(`{"verb":"status","x":1}`),
+		"trailing data":  frame(`{"verb":"status"}{"verb":"status"}`),
+		"not an object":  frame(`["status"]`),
+		"bad json":       frame(`{"verb":`),
+		"wrong type":     frame(`{"verb":3}`),
+		"zero length":    frame(``),
+		"over the limit": big,
+		"truncated body": frame(`{"verb":"status"}`)[:10],
+		"truncated len":  {0, 0},
+		"not a frame":    []byte("GET / HTTP/1.1\r\n\r\n"),
 	} {
 		var r Request
 		err := ReadFrame(bytes.NewReader(raw), &r, MaxRequest)

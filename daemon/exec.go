@@ -129,6 +129,35 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 			}
 			early = nil
 			err = sendReady(ctl, st.last)
+		case msgStatusReq:
+			var r wireCtlID
+			if err = decode(m, &r); err == nil {
+				err = e.sendStatus(r.ID)
+			}
+		case msgRunReq:
+			var r wireRunReq
+			if err = decode(m, &r); err == nil {
+				err = r.validate()
+			}
+			if err != nil {
+				break
+			}
+			n := 0
+			if e.x != nil {
+				n = e.x.Run(r.User, r.Event)
+			}
+			err = e.sendDone(wireCtlDone{ID: r.ID, Matched: n})
+		case msgStartRuns:
+			if err = noPayload(m); err != nil {
+				break
+			}
+			if e.x == nil {
+				err = fmt.Errorf("unexpected %s before %s: %w", msgName(m.Type), msgName(msgStart), errProtocol)
+				break
+			}
+			if n := e.x.RunAtStart(); n > 0 {
+				e.log.Info("runs at start", "handlers", n)
+			}
 		case msgShutdown:
 			var s wireShutdown
 			if err = decode(m, &s); err != nil {
@@ -145,6 +174,40 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 			return fmt.Errorf("%s: %w", proc, err)
 		}
 	}
+}
+
+// sendStatus answers a status request: one item per handler, then the
+// end, which counts them. Before the start there is nothing to report.
+func (e *execProc) sendStatus(id uint64) error {
+	var list []exec.HandlerStatus
+	if e.x != nil {
+		list = e.x.Status()
+	}
+	for i := range list {
+		h := &list[i]
+		w := wireStatusItem{ID: id, Number: h.Number, State: h.State, Due: h.Due, Pending: h.Pending,
+			PID: h.PID, Since: h.Since, NextPeriodic: h.NextPeriodic, Runs: h.Runs, Failures: h.Failures}
+		if r := h.LastRun; r != nil {
+			w.LastRun = &wireLastRun{Start: r.Start, Duration: r.Duration, ExitStatus: r.ExitStatus,
+				Signal: r.Signal, Trigger: r.Trigger}
+		}
+		b, err := privsep.EncodeJSON(w)
+		if err != nil {
+			return err
+		}
+		if err := e.ctl.SendTimeout(ctlTimeout, msgStatusItem, b); err != nil {
+			return err
+		}
+	}
+	return e.sendDone(wireCtlDone{ID: id, Items: len(list)})
+}
+
+func (e *execProc) sendDone(d wireCtlDone) error {
+	b, err := privsep.EncodeJSON(d)
+	if err != nil {
+		return err
+	}
+	return e.ctl.SendTimeout(ctlTimeout, msgCtlDone, b)
 }
 
 func sameAccount(a, b *wireExecGlobal) bool {

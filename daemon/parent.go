@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/control"
 	"github.com/imserious/imserious/internal/sdnotify"
 	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
@@ -77,7 +78,12 @@ type Parent struct {
 	// Resolve the file of Config.
 	Load func() (*config.Config, error)
 
-	reloads atomic.Pointer[chan string] // set while Run supervises
+	// StatusLog, when set, is where LogStatus writes: a logger of the
+	// same output whose level lets every line through.
+	StatusLog *slog.Logger
+
+	reloads    atomic.Pointer[chan string]   // set while Run supervises
+	statusReqs atomic.Pointer[chan struct{}] // likewise
 }
 
 // NewLogOptions converts the resolved log settings for the children.
@@ -175,6 +181,16 @@ type supervisor struct {
 	inForce      uint64               // the last generation every child reported
 	stopping     bool
 
+	// The control socket and the requests being answered.
+	ctl         *controlServer
+	ctlReqs     chan *ctlOp
+	ctlTimeouts chan uint64
+	ctlOps      map[uint64]*ctlOp
+	ctlNext     uint64
+	startTime   time.Time
+	restarts    map[string]int // by child name, for status
+	startRuns   bool           // the exec processes started now do their run_at_start runs
+
 	events  chan procEvent
 	restart chan string
 	tlsReqs chan tlsReq
@@ -187,7 +203,8 @@ type supervisor struct {
 func (p *Parent) Run(ctx context.Context) error {
 	s := &supervisor{p: p, log: p.Log, cfg: p.Config, execs: map[string]*proc{}, live: map[int]*proc{},
 		owed: map[int]bool{}, crashedChild: map[time.Time]string{}, events: make(chan procEvent, 256), restart: make(chan string, 16),
-		tlsReqs: make(chan tlsReq), quit: make(chan struct{})}
+		tlsReqs: make(chan tlsReq), quit: make(chan struct{}),
+		ctlReqs: make(chan *ctlOp), ctlTimeouts: make(chan uint64, 16), restarts: map[string]int{}, startTime: time.Now()}
 	defer s.close()
 	if err := s.prepare(); err != nil {
 		return err
@@ -199,6 +216,9 @@ func (p *Parent) Run(ctx context.Context) error {
 	reloads := make(chan string, 1)
 	p.reloads.Store(&reloads)
 	defer p.reloads.Store(nil)
+	statusReqs := make(chan struct{}, 1)
+	p.statusReqs.Store(&statusReqs)
+	defer p.statusReqs.Store(nil)
 	startup := time.NewTimer(startTimeout)
 	defer startup.Stop()
 	for {
@@ -234,6 +254,17 @@ func (p *Parent) Run(ctx context.Context) error {
 			} else {
 				s.log.Warn("reload asked for before start-up completed, ignored", "reason", reason)
 			}
+		case op := <-s.ctlReqs:
+			if !s.started {
+				op.reply <- &control.Response{Error: "the daemon is still starting"}
+				break
+			}
+			s.control(op)
+		case <-statusReqs:
+			s.control(&ctlOp{req: control.Request{Verb: control.VerbStatus}, toLog: true,
+				reply: make(chan *control.Response, 1)})
+		case id := <-s.ctlTimeouts:
+			s.ctlTimeout(id)
 		}
 	}
 }
@@ -283,7 +314,7 @@ func (s *supervisor) prepare() error {
 		return err
 	}
 	s.ln, s.lnFile = ln, f
-	return nil
+	return s.startControl(cfg)
 }
 
 func bind(addr string) (net.Listener, *os.File, error) {
@@ -361,7 +392,16 @@ func (s *supervisor) sendTLS(pr *tlsreload.Pair) error {
 
 func (s *supervisor) close() {
 	s.stopTLS()
+	if s.ctl != nil {
+		s.ctl.ln.Close()
+	}
+	for _, op := range s.ctlOps {
+		op.reply <- &control.Response{Error: "the daemon is shutting down"}
+	}
 	close(s.quit)
+	if s.ctl != nil {
+		s.ctl.close()
+	}
 	s.wg.Wait()
 	if s.ln != nil {
 		s.ln.Close()
@@ -373,6 +413,10 @@ func (s *supervisor) close() {
 }
 
 func (s *supervisor) startAll() error {
+	// Only the exec processes started with the daemon do the
+	// run_at_start runs: not those a reload adds, nor restarts.
+	s.startRuns = true
+	defer func() { s.startRuns = false }()
 	for _, a := range s.cfg.Accounts() {
 		if err := s.startExec(a.Name); err != nil {
 			return err
@@ -412,10 +456,19 @@ func (s *supervisor) spawn(name string, args []string) (*proc, error) {
 	}()
 	go func() {
 		defer close(pr.readDone)
+		resets := 0
 		for {
 			m, err := c.Conn.Recv()
+			if errors.Is(err, syscall.ECONNRESET) && resets == 0 {
+				// A child that exits with messages of ours unread
+				// resets the channel, once; what it sent before, its
+				// last words above all, is still queued behind the
+				// error.
+				resets++
+				continue
+			}
 			if err != nil {
-				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {
 					s.post(procEvent{pr: pr, err: err})
 				}
 				return
@@ -472,6 +525,12 @@ func (s *supervisor) startExec(account string) error {
 	if err := s.send(pr, outMsg{typ: msgStart}); err != nil {
 		s.kill(pr, err.Error())
 		return err
+	}
+	if s.startRuns {
+		if err := s.send(pr, outMsg{typ: msgStartRuns}); err != nil {
+			s.kill(pr, err.Error())
+			return err
+		}
 	}
 	return nil
 }
@@ -548,7 +607,9 @@ func (s *supervisor) kill(pr *proc, why string) {
 	default:
 	}
 	s.log.Error("killing child", "child", pr.name, "pid", pr.pid, "reason", why)
-	pr.child.Cmd.Process.Kill()
+	if err := pr.child.Cmd.Process.Kill(); err != nil {
+		s.log.Error("cannot kill child", "child", pr.name, "pid", pr.pid, "err", err)
+	}
 }
 
 func (s *supervisor) current(pr *proc) bool {
@@ -597,6 +658,19 @@ func (s *supervisor) handle(ev procEvent) error {
 			pr.timer.Stop()
 		}
 		s.readied()
+	case msgStatusItem:
+		var w wireStatusItem
+		if err = decode(m, &w); err == nil {
+			err = w.validate()
+		}
+		if err == nil {
+			s.statusItem(pr, &w)
+		}
+	case msgCtlDone:
+		var d wireCtlDone
+		if err = decode(m, &d); err == nil {
+			s.ctlDone(pr, d)
+		}
 	case msgOwed:
 		var o wireOwed
 		if err = decode(m, &o); err != nil {
@@ -771,6 +845,9 @@ func (s *supervisor) restartChild(name string) {
 		}
 		err = s.startExec(account)
 	}
+	if err == nil {
+		s.restarts[name]++
+	}
 	if err != nil {
 		s.log.Error("cannot restart child", "child", name, "err", err)
 		if name != "net" || s.net == nil {
@@ -825,7 +902,10 @@ func (s *supervisor) stopProc(pr *proc, grace, wait time.Duration) {
 	case <-pr.done:
 	case <-t.C:
 		s.log.Error("child did not stop in time, killing it", "child", pr.name, "pid", pr.pid)
-		pr.child.Cmd.Process.Kill()
+		if err := pr.child.Cmd.Process.Kill(); err != nil {
+			// Without CAP_KILL, say, the wait below would be silent.
+			s.log.Error("cannot kill child", "child", pr.name, "pid", pr.pid, "err", err)
+		}
 		<-pr.done
 	}
 }
@@ -865,23 +945,23 @@ func (s *supervisor) shutdown(grace time.Duration) {
 
 // reload reads the configuration again and applies what changed: an
 // invalid one is logged with every error and the old one kept.
-func (s *supervisor) reload(reason string) {
+func (s *supervisor) reload(reason string) (res control.ReloadResult, err error) {
 	s.log.Info("reloading the configuration", "reason", reason, "file", s.cfg.File)
 	s.notify(s.p.Notify.Reloading())
 	if s.certs != nil {
 		s.certs.Reload(reason)
 	}
-	fail := func(err error) {
+	fail := func(err error) (control.ReloadResult, error) {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			s.log.Error(line)
 		}
 		s.log.Error("reload failed, the running configuration stays in force")
 		s.notify(s.p.Notify.Ready("reload failed, the running configuration stays in force"))
+		return control.ReloadResult{}, err
 	}
 	nc, err := s.p.load()
 	if err != nil {
-		fail(err)
-		return
+		return fail(err)
 	}
 	for _, w := range nc.Warnings() {
 		s.log.Warn(w)
@@ -889,14 +969,12 @@ func (s *supervisor) reload(reason string) {
 	var drop *wireDrop
 	if s.p.Root {
 		if drop, err = dropFor(nc); err != nil {
-			fail(err)
-			return
+			return fail(err)
 		}
 	}
 	st, err := streamsFor(nc, s.p.Root, s.p.LogOpt, drop, s.gen+1, s.streams.targets)
 	if err != nil {
-		fail(err)
-		return
+		return fail(err)
 	}
 	old := s.cfg
 	if !reflect.DeepEqual(old.Log, nc.Log) {
@@ -909,8 +987,7 @@ func (s *supervisor) reload(reason string) {
 	if old.Listen != nc.Listen {
 		// A failed bind keeps the old socket and everything else.
 		if ln, lnFile, err = bind(nc.Listen); err != nil {
-			fail(err)
-			return
+			return fail(err)
 		}
 	}
 	var chroot *os.File
@@ -920,8 +997,7 @@ func (s *supervisor) reload(reason string) {
 				ln.Close()
 				lnFile.Close()
 			}
-			fail(err)
-			return
+			return fail(err)
 		}
 	}
 	if !sameTLS(old.TLS, nc.TLS) {
@@ -940,8 +1016,7 @@ func (s *supervisor) reload(reason string) {
 				if chroot != nil {
 					chroot.Close()
 				}
-				fail(err)
-				return
+				return fail(err)
 			}
 		}
 	}
@@ -1018,9 +1093,12 @@ func (s *supervisor) reload(reason string) {
 			s.kill(s.net, err.Error())
 		}
 	}
+	res = diffHandlers(old.Handlers, nc.Handlers)
 	s.log.Info("configuration reloaded", "generation", s.gen, "handlers", len(nc.Handlers),
+		"handlers_added", res.Added, "handlers_changed", res.Changed, "handlers_removed", res.Removed, "handlers_unchanged", res.Unchanged,
 		"accounts_added", added, "accounts_removed", removed, "accounts_changed", changed, "accounts_kept", kept,
 		"net_restarted", restartNet)
+	return res, nil
 }
 
 // notify logs a failure to tell the service manager; the daemon goes on.

@@ -39,6 +39,11 @@ package daemon
 //	19   msgEvent          net -> exec             0   wireEvent (binary, see encodeEvent)
 //	20   msgRecover        net -> exec             0   none: run every handler once
 //	21   msgChroot         parent -> net           1   none: the checked chroot directory, open
+//	22   msgStatusReq      parent -> exec          0   wireCtlID: report every handler's state
+//	23   msgRunReq         parent -> exec          0   wireRunReq: start matching handlers (manual)
+//	24   msgStatusItem     exec -> parent          0   wireStatusItem (one handler)
+//	25   msgCtlDone        exec -> parent          0   wireCtlDone: the end of an answer
+//	26   msgStartRuns      parent -> exec          0   none: the run_at_start runs, at daemon start only
 
 import (
 	"bytes"
@@ -47,6 +52,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -78,6 +84,11 @@ const (
 	msgEvent
 	msgRecover
 	msgChroot
+	msgStatusReq
+	msgRunReq
+	msgStatusItem
+	msgCtlDone
+	msgStartRuns
 	msgMax
 )
 
@@ -136,6 +147,11 @@ var protocol = [msgMax]msgSpec{
 	msgEvent:       {"event", netToExec, 0},
 	msgRecover:     {"recover", netToExec, 0},
 	msgChroot:      {"chroot", parentToNet, 1},
+	msgStatusReq:   {"status-req", parentToExec, 0},
+	msgRunReq:      {"run-req", parentToExec, 0},
+	msgStatusItem:  {"status-item", execToParent, 0},
+	msgCtlDone:     {"ctl-done", execToParent, 0},
+	msgStartRuns:   {"start-runs", parentToExec, 0},
 }
 
 // errProtocol is wrapped by every rejection of checkMsg and of the
@@ -591,12 +607,16 @@ type wireHandler struct {
 	Env            map[string]string `json:"env"`
 	CommandTimeout time.Duration     `json:"command_timeout_ns"`
 	IP             []string          `json:"ip"`
+	RunAtStart     bool              `json:"run_at_start"`
+	Retries        int               `json:"retries"`
+	RetryBackoff   time.Duration     `json:"retry_backoff_ns"`
 }
 
 func toWireHandler(h *config.Handler) wireHandler {
 	return wireHandler{Line: h.Line, Number: h.Number, User: h.User, Event: h.Event, Command: h.Command, Path: h.Path,
 		Delay: h.Delay, LimitPeriod: h.LimitPeriod, LimitBurst: h.LimitBurst, Periodic: h.Periodic,
-		RunAs: h.RunAs, Env: h.Env, CommandTimeout: h.CommandTimeout, IP: prefixStrings(h.IP)}
+		RunAs: h.RunAs, Env: h.Env, CommandTimeout: h.CommandTimeout, IP: prefixStrings(h.IP),
+		RunAtStart: h.RunAtStart, Retries: h.Retries, RetryBackoff: h.RetryBackoff}
 }
 
 // handler validates a received handler and rebuilds it for the exec
@@ -617,6 +637,8 @@ func (w wireHandler) handler(acct privsep.Account) (config.Handler, error) {
 		return fail("bad timing")
 	case w.Line < 0 || w.Number < 0:
 		return fail("bad position")
+	case w.Retries < 0 || w.Retries > config.MaxRetries || w.RetryBackoff < 0:
+		return fail("bad retries")
 	}
 	ip, err := parsePrefixes(w.IP)
 	if err != nil {
@@ -628,7 +650,8 @@ func (w wireHandler) handler(acct privsep.Account) (config.Handler, error) {
 	}
 	return config.Handler{Line: w.Line, Number: w.Number, User: w.User, Event: ev, Command: w.Command, Path: w.Path,
 		Delay: w.Delay, LimitPeriod: w.LimitPeriod, LimitBurst: w.LimitBurst, Periodic: w.Periodic,
-		RunAs: w.RunAs, Env: env, CommandTimeout: w.CommandTimeout, IP: ip, Account: acct}, nil
+		RunAs: w.RunAs, Env: env, CommandTimeout: w.CommandTimeout, IP: ip, Account: acct,
+		RunAtStart: w.RunAtStart, Retries: w.Retries, RetryBackoff: w.RetryBackoff}, nil
 }
 
 // execConfig is what an exec process assembles from one stream.
@@ -736,6 +759,82 @@ func (f wireFault) validate() error {
 		return fmt.Errorf("fault reason of %d bytes: %w", len(f.Reason), errProtocol)
 	}
 	return nil
+}
+
+// ---- the operator's requests (imseriousctl, through the parent) ----
+
+// wireCtlID names one request of the parent, so that a late answer to an
+// earlier one is not taken for this one's.
+type wireCtlID struct {
+	ID uint64 `json:"id"`
+}
+
+type wireRunReq struct {
+	ID    uint64 `json:"id"`
+	User  string `json:"user"`
+	Event string `json:"event"` // canonical, or "" for every event
+}
+
+func (r wireRunReq) validate() error {
+	if !event.ValidUser(r.User) {
+		return fmt.Errorf("run request: bad user: %w", errProtocol)
+	}
+	if _, ok := event.Canonical(r.Event); r.Event != "" && !ok {
+		return fmt.Errorf("run request: unknown event %q: %w", r.Event, errProtocol)
+	}
+	return nil
+}
+
+// wireStatusItem is one handler's state as its exec process reports it.
+// The parent trusts none of it but the numbers and times: which handler
+// it is (user, event, account) comes from the parent's own configuration,
+// by Number.
+type wireStatusItem struct {
+	ID           uint64       `json:"id"`
+	Number       int          `json:"number"`
+	State        string       `json:"state"`
+	Due          time.Time    `json:"due"`
+	Pending      int          `json:"pending"`
+	PID          int          `json:"pid"`
+	Since        time.Time    `json:"since"`
+	LastRun      *wireLastRun `json:"last_run"`
+	NextPeriodic time.Time    `json:"next_periodic"`
+	Runs         int          `json:"runs"`
+	Failures     int          `json:"failures"`
+}
+
+type wireLastRun struct {
+	Start      time.Time     `json:"start"`
+	Duration   time.Duration `json:"duration_ns"`
+	ExitStatus *int          `json:"exit_status"`
+	Signal     string        `json:"signal"`
+	Trigger    string        `json:"trigger"`
+}
+
+// validStates are the states a handler reports.
+var validStates = []string{"idle", "delayed", "deferred", "running", "retrying"}
+
+// maxWord bounds a signal or trigger name from an exec process.
+const maxWord = 32
+
+func (w *wireStatusItem) validate() error {
+	switch {
+	case !slices.Contains(validStates, w.State):
+		return fmt.Errorf("status: state %q: %w", truncate(w.State, maxWord), errProtocol)
+	case w.Number < 1 || w.Pending < 0 || w.PID < 0 || w.Runs < 0 || w.Failures < 0:
+		return fmt.Errorf("status: negative count: %w", errProtocol)
+	case w.LastRun != nil && (len(w.LastRun.Signal) > maxWord || len(w.LastRun.Trigger) > maxWord || w.LastRun.Duration < 0):
+		return fmt.Errorf("status: bad last run: %w", errProtocol)
+	}
+	return nil
+}
+
+// wireCtlDone ends the answer to a request: how many status items came
+// before it, and for a run request how many handlers it started.
+type wireCtlDone struct {
+	ID      uint64 `json:"id"`
+	Items   int    `json:"items"`
+	Matched int    `json:"matched"`
 }
 
 // ---- net -> exec ----

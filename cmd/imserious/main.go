@@ -170,7 +170,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	p := &daemon.Parent{Config: cfg, Root: root, Log: log, LogOpt: logOpt, Stdout: stdout, ChildOutput: childOutput}
+	// The status a signal asks for is written whatever max_level says.
+	statusLog := logging.New(out, logging.Options{Level: slog.Level(-100), Format: cfg.Log.Format, ANSI: cfg.Log.ANSI,
+		Timestamp: cfg.Log.Timestamp, Target: cfg.Log.Target, ShowLevel: cfg.Log.Level, Priority: logOpt.Priority}, "parent")
+	p := &daemon.Parent{Config: cfg, Root: root, Log: log, LogOpt: logOpt, Stdout: stdout, ChildOutput: childOutput,
+		StatusLog: statusLog}
 	// SIGHUP reloads the configuration (and the TLS pair); by default it
 	// would kill the daemon.
 	hup := make(chan os.Signal, 1)
@@ -181,6 +185,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if !p.Reload("SIGHUP") {
 				log.Warn("SIGHUP before the daemon is serving, ignored")
 			}
+		}
+	}()
+	info := make(chan os.Signal, 1)
+	signal.Notify(info, statusSignal)
+	defer signal.Stop(info)
+	go func() {
+		for range info {
+			p.LogStatus()
 		}
 	}()
 

@@ -23,7 +23,10 @@ const (
 	exitUsage = 2
 )
 
-const usageText = `usage: imseriousctl [-c file] dovecot [2.3 | 2.4]
+const usageText = `usage: imseriousctl [-j] [-c file] [-s socket] status
+       imseriousctl [-j] [-c file] [-s socket] reload
+       imseriousctl [-j] [-c file] [-s socket] run user [event]
+       imseriousctl [-c file] dovecot [2.3 | 2.4]
        imseriousctl [-c file] check [-i ip[:port]] file | -
        imseriousctl -h | -V
 `
@@ -115,6 +118,8 @@ func (c *ctl) dispatch(args []string) error {
 	file := fs.String("c", config.DefaultPath, "configuration file")
 	help := fs.Bool("h", false, "print the usage")
 	version := fs.Bool("V", false, "print the version")
+	sock := fs.String("s", "", "control socket")
+	asJSON := fs.Bool("j", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -136,9 +141,12 @@ func (c *ctl) dispatch(args []string) error {
 		return c.dovecot(*file, rest)
 	case "check":
 		return c.check(*file, rest)
-	case "status", "reload", "run":
-		// Kept out of the usage until they work.
-		return &failure{fmt.Sprintf("imseriousctl: %s: not available yet: status, reload and run need the daemon's control socket, which this version does not have", verb)}
+	case "status":
+		return c.status(*file, *sock, *asJSON, rest)
+	case "reload":
+		return c.reload(*file, *sock, *asJSON, rest)
+	case "run":
+		return c.runNow(*file, *sock, *asJSON, rest)
 	default:
 		return usagef("unknown verb %q", verb)
 	}

@@ -326,9 +326,11 @@ func TestUsage(t *testing.T) {
 		{[]string{"-c", cfg, "check"}, 2, "", "check takes one file"},
 		{[]string{"-c", cfg, "check", "a", "b"}, 2, "", "check takes one file"},
 		{[]string{"-c", cfg, "check", "-i", "example.org", "-"}, 2, "", "-i example.org: want IP or IP:port"},
-		{[]string{"-c", cfg, "status"}, 1, "", "status: not available yet"},
-		{[]string{"-c", cfg, "reload"}, 1, "", "reload: not available yet"},
-		{[]string{"-c", cfg, "run", "alice"}, 1, "", "run: not available yet"},
+		{[]string{"-c", cfg, "-s", "/nonexistent/imserious.sock", "status"}, 1, "", "control socket /nonexistent/imserious.sock"},
+		{[]string{"-c", cfg, "-s", "/nonexistent/imserious.sock", "reload"}, 1, "", "is imserious running"},
+		{[]string{"-c", cfg, "status", "x"}, 2, "", "status takes no arguments"},
+		{[]string{"-c", cfg, "run"}, 2, "", "run takes a user"},
+		{[]string{"-c", cfg, "run", "a", "b", "c"}, 2, "", "run takes a user"},
 	} {
 		ctl, stdout, stderr := testCtl("")
 		code := invoke(ctl, c.args...)
