@@ -179,6 +179,12 @@ func (c *ctl) target(cfg *config.Config) (*target, error) {
 	if ap.Port() == 0 {
 		return nil, fmt.Errorf("%s: listen %s: with port 0 imserious takes a free port at each start, which Dovecot cannot know; set a fixed port", cfg.File, listen)
 	}
+	if ap.Addr().Zone() != "" {
+		// Seen on real Dovecots: 2.4.1 refuses the URL and does not start
+		// ("Invalid IPv6 host address"), 2.3.19 logs "Failed to parse OX
+		// REST URL" on every delivery and sends nothing.
+		return nil, fmt.Errorf("%s: listen %s: Dovecot cannot parse a URL with an IPv6 zone; listen on a global or loopback address", cfg.File, listen)
+	}
 	endpoint := cfg.Endpoint
 	if endpoint == "" {
 		endpoint = config.DefaultEndpoint

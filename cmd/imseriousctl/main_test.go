@@ -143,7 +143,7 @@ func writePair(t *testing.T, dir string, certPEM, keyPEM []byte) {
 
 // dovecotCases are the configurations of testdata/dovecot.
 var dovecotCases = []string{
-	"plain", "credentials", "endpoint", "ipv6", "zone", "wildcard",
+	"plain", "credentials", "endpoint", "ipv6", "wildcard",
 	"tls-self-signed", "tls-chain", "tls-mismatch", "tls-wildcard",
 	"handlers", "glob", "no-handlers",
 }
@@ -292,6 +292,15 @@ func TestDovecotResolveFailure(t *testing.T) {
 	want := rerr.Error() + "\nimseriousctl: imserious would not start with " + cfg + " (above), but the Dovecot settings printed do not depend on it\n"
 	if stderr.String() != want {
 		t.Errorf("stderr\n%s\nwant\n%s", stderr, want)
+	}
+}
+
+// A link-local address with a zone makes a URL no Dovecot parses.
+func TestDovecotZone(t *testing.T) {
+	cfg := writeConfigText(t, "listen = \"[fe80::1%eth0]:12525\"\ninsecure_plaintext = true\n")
+	c, stdout, stderr := testCtl("")
+	if code := invoke(c, "-c", cfg, "dovecot", "2.3"); code != 1 || stdout.Len() > 0 || !strings.Contains(stderr.String(), "IPv6 zone") {
+		t.Errorf("zone: exit %d, stdout %q, stderr %q; want 1, nothing, and why", code, stdout, stderr)
 	}
 }
 
