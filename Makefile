@@ -79,12 +79,14 @@ test:
 	GOOS=freebsd $(GO) vet ./sandbox/ ./privsep/
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
-# The end-to-end suite against a real Dovecot (root, Debian): installs
-# Dovecot's packages when missing, then runs ./e2e on the binaries just
-# built. -v prints the measured delivery times; no -race, which would slow
+# The end-to-end suite against real Dovecots (root, Debian): installs
+# Dovecot 2.3's packages when missing and a Debian 13 chroot with Dovecot
+# 2.4 (debootstrap, reused once made), then runs ./e2e on the binaries
+# just built, every case against both. -v prints the measured delivery times; no -race, which would slow
 # the suite's own TLS client and so the times it prints.
 e2e: build
 	sh e2e/install-dovecot.sh
+	sh e2e/install-dovecot24.sh
 	IMSERIOUS_BIN=$(CURDIR)/imserious IMSERIOUSCTL_BIN=$(CURDIR)/imseriousctl \
 		$(GO) test -tags e2e -count=1 -v -timeout 8m ./e2e/
 
