@@ -78,6 +78,12 @@ func TestCheckMsg(t *testing.T) {
 		{"missing descriptor", parentToNet, privsep.Msg{Type: msgListener}, false},
 		{"two descriptors", parentToExec, privsep.Msg{Type: msgNetChannel, Files: []*os.File{dup(), dup()}}, false},
 		{"listener with its socket", parentToNet, privsep.Msg{Type: msgListener, Files: []*os.File{f}}, true},
+		{"status item from an exec process", execToParent, privsep.Msg{Type: msgStatusItem}, true},
+		// The network process has no say in the operator's requests.
+		{"status item from the network process", netToParent, privsep.Msg{Type: msgStatusItem}, false},
+		{"ctl answer from the network process", netToParent, privsep.Msg{Type: msgCtlDone}, false},
+		{"run request to the network process", parentToNet, privsep.Msg{Type: msgRunReq}, false},
+		{"start runs from the network process", netToExec, privsep.Msg{Type: msgStartRuns}, false},
 	} {
 		err := checkMsg(c.ch, c.m)
 		if c.ok != (err == nil) || (err != nil && !errors.Is(err, errProtocol)) {
@@ -580,5 +586,31 @@ func TestReportedKillsNotCounted(t *testing.T) {
 	}
 	if err := lose(false); err == nil || !strings.Contains(err.Error(), "more than 5 crashes") {
 		t.Errorf("crash %d: %v", maxCrashes+1, err)
+	}
+}
+
+// A hostile account's exec process can report only on its own handlers,
+// once each, while asked; what it says of anything else is dropped.
+func TestStatusItemOnlyOwnHandlers(t *testing.T) {
+	s := &supervisor{log: slog.New(slog.DiscardHandler), execs: map[string]*proc{},
+		cfg: &config.Config{Handlers: []config.Handler{
+			{Number: 1, User: "alice", Account: privsep.Account{Name: "alice"}},
+			{Number: 2, User: "bob", Account: privsep.Account{Name: "bob"}},
+		}}}
+	alice := &proc{name: "exec[alice]", account: "alice"}
+	s.execs["alice"] = alice
+	op := &ctlOp{id: 7, waiting: map[string]bool{"alice": true}, items: map[string]map[int]*wireStatusItem{}}
+	s.ctlOps = map[uint64]*ctlOp{7: op}
+	s.statusItem(alice, &wireStatusItem{ID: 7, Number: 2, State: "running", PID: 1}) // bob's handler
+	s.statusItem(alice, &wireStatusItem{ID: 8, Number: 1, State: "running", PID: 1}) // not asked
+	s.statusItem(alice, &wireStatusItem{ID: 7, Number: 1, State: "idle", Runs: 3})   // its own
+	if len(op.items["alice"]) != 1 || op.items["alice"][1].Runs != 3 || op.items["bob"] != nil {
+		t.Errorf("items %+v", op.items)
+	}
+	for _, w := range []wireStatusItem{{Number: 1, State: "hacked"}, {Number: 0, State: "idle"}, {Number: 1, State: "idle", Runs: -1},
+		{Number: 1, State: "idle", LastRun: &wireLastRun{Signal: strings.Repeat("x", 100)}}} {
+		if err := w.validate(); !errors.Is(err, errProtocol) {
+			t.Errorf("%+v: %v", w, err)
+		}
 	}
 }
