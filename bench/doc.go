@@ -1,0 +1,28 @@
+// Package bench measures imserious against the ceiling of the machine it
+// runs on: the real daemon, privilege-separated as in production when
+// run as root, beside a bare net/http server (bench/bare, started from
+// bench/cmd/imserious-bare) doing the least a notification endpoint can
+// do, both driven by the same load generator (bench/load) on loopback.
+//
+// The driver is TestBench (bench_test.go). It runs only when asked to:
+//
+//	IMSERIOUS_BENCH=full  IMSERIOUS_BIN=./imserious go test -v -run '^TestBench$' ./bench/
+//	IMSERIOUS_BENCH=smoke ...   # about 10 s: checks that every part works
+//
+// and prints one table: requests per second, p50/p99/max latency and the
+// ratio for HTTP and HTTPS (ECDSA P-256, and RSA-2048 for reference),
+// keep-alive and a new connection per request, measured in pairs that
+// alternate bare (A) and imserious (B) so that drift of the machine
+// cancels; the time from a request to its command's start; a burst of
+// notifications against limit_burst = 1; start-up time and memory with
+// 10,000 handlers. Each figure is printed beside the target for
+// it, with the machine's load average before and after: the figures mean
+// little when something else ran meanwhile.
+//
+// The knobs, all optional: IMSERIOUS_BARE_BIN names a prebuilt bare
+// server (otherwise one is built for the run); IMSERIOUS_BENCH_RUN picks
+// parts (a comma list of http, https, command, burst); IMSERIOUS_BENCH_PAIRS,
+// IMSERIOUS_BENCH_TIME (one phase, a Go duration), IMSERIOUS_BENCH_CONNS
+// and IMSERIOUS_BENCH_SAMPLES (of the request-to-command measurement)
+// change the defaults (3 pairs of 3s, 8 connections, 1000 samples).
+package bench
