@@ -136,8 +136,8 @@ func (x *Exec) Run(user, ev string) int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	n := 0
-	for _, h := range x.handlers {
-		if h.cfg.User != user || name != "" && h.cfg.Event != name {
+	for _, h := range x.byUser[user] {
+		if name != "" && h.cfg.Event != name {
 			continue
 		}
 		n++
