@@ -46,7 +46,7 @@ SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
 	-e 's|@EXAMPLEDIR@|$(EXAMPLEDIR)|g'
 
 .PHONY: all build run test test-accounts lint lint-man check-service check-install \
-	e2e bench install uninstall clean
+	e2e bench bench-smoke install uninstall clean
 
 all: build
 
@@ -195,8 +195,18 @@ check-install: build
 	if [ -n "$$left" ]; then echo "uninstall left: $$left" >&2; exit 1; fi; \
 	echo "uninstall removed every file install wrote"
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# The benchmarks: in-process micro-benchmarks, then the driver in bench/
+# (the real daemon, privilege-separated as root, against a bare net/http
+# server, alternating; see bench/doc.go). bench-smoke runs every part for
+# about 10 s, only to check that it works (CI).
+bench: build
+	IMSERIOUS_BIN=$(CURDIR)/imserious $(GO) test -run '^$$' -bench . -benchmem ./...
+	IMSERIOUS_BENCH=full IMSERIOUS_BIN=$(CURDIR)/imserious \
+		$(GO) test -count=1 -v -timeout 30m -run '^TestBench$$' ./bench/
+
+bench-smoke: build
+	IMSERIOUS_BENCH=smoke IMSERIOUS_BIN=$(CURDIR)/imserious \
+		$(GO) test -count=1 -v -timeout 5m -run '^TestBench$$' ./bench/
 
 clean:
 	rm -f imserious imseriousctl
