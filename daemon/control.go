@@ -50,6 +50,11 @@ type ctlOp struct {
 	toLog   bool                   // SIGINFO/SIGUSR1: the answer goes to the log
 	waiting map[string]bool        // accounts whose answer is due
 	items   map[string]map[int]*wireStatusItem
+	// owner is the account of each handler number, and handlers how many
+	// each account has, in the configuration the request was asked of:
+	// built once, so that answers cost no scan of the configuration.
+	owner    map[int]string
+	handlers map[string]int
 	matched int
 	missing []string // accounts that could not be asked
 	timer   *time.Timer
@@ -291,6 +296,13 @@ func (s *supervisor) control(op *ctlOp) {
 func (s *supervisor) askAll(op *ctlOp, accts []string, typ uint32, payload any) {
 	op.waiting = map[string]bool{}
 	op.items = map[string]map[int]*wireStatusItem{}
+	op.owner = make(map[int]string, len(s.cfg.Handlers))
+	op.handlers = map[string]int{}
+	for i := range s.cfg.Handlers {
+		h := &s.cfg.Handlers[i]
+		op.owner[h.Number] = h.Account.Name
+		op.handlers[h.Account.Name]++
+	}
 	m, err := jsonMsg(typ, payload)
 	if err != nil {
 		op.reply <- &control.Response{Error: err.Error()}
@@ -326,18 +338,6 @@ func (s *supervisor) askAll(op *ctlOp, accts []string, typ uint32, payload any) 
 	})
 }
 
-// handlerOf finds handler number of account in the configuration in
-// force: an exec process reports on no other.
-func (s *supervisor) handlerOf(account string, number int) *config.Handler {
-	for i := range s.cfg.Handlers {
-		h := &s.cfg.Handlers[i]
-		if h.Number == number && h.Account.Name == account {
-			return h
-		}
-	}
-	return nil
-}
-
 // statusItem takes one handler's state from an exec process. Security:
 // the exec process runs as its account, which may be hostile: it can
 // report only on handlers the parent's own configuration gives it, once
@@ -347,7 +347,7 @@ func (s *supervisor) statusItem(pr *proc, w *wireStatusItem) {
 	if op == nil || !op.waiting[pr.account] || !s.current(pr) {
 		return // late, or not asked
 	}
-	if s.handlerOf(pr.account, w.Number) == nil {
+	if acct, ok := op.owner[w.Number]; !ok || acct != pr.account {
 		s.log.Warn("an exec process reports a handler that is not its own", "child", pr.name, "handler", w.Number)
 		return
 	}
@@ -363,13 +363,7 @@ func (s *supervisor) ctlDone(pr *proc, d wireCtlDone) {
 		return
 	}
 	delete(op.waiting, pr.account)
-	n := 0
-	for _, h := range s.cfg.Handlers {
-		if h.Account.Name == pr.account {
-			n++
-		}
-	}
-	op.matched += min(max(d.Matched, 0), n)
+	op.matched += min(max(d.Matched, 0), op.handlers[pr.account])
 	if len(op.waiting) == 0 {
 		s.finish(op)
 	}

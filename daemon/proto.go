@@ -58,6 +58,7 @@ import (
 
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/exec"
 	"github.com/imserious/imserious/listener"
 	"github.com/imserious/imserious/privsep"
 )
@@ -817,16 +818,38 @@ var validStates = []string{"idle", "delayed", "deferred", "running", "retrying"}
 // maxWord bounds a signal or trigger name from an exec process.
 const maxWord = 32
 
+// validTriggers are the triggers a run reports.
+var validTriggers = []string{exec.TriggerEvent, exec.TriggerPeriodic, exec.TriggerRecovery,
+	exec.TriggerManual, exec.TriggerStart, exec.TriggerRetry}
+
+// Security: the exec process runs as its account, which may be hostile,
+// and imseriousctl prints these words on root's terminal: every string
+// is a known word or a signal name of letters and digits, never bytes of
+// the account's choosing.
 func (w *wireStatusItem) validate() error {
 	switch {
 	case !slices.Contains(validStates, w.State):
 		return fmt.Errorf("status: state %q: %w", truncate(w.State, maxWord), errProtocol)
 	case w.Number < 1 || w.Pending < 0 || w.PID < 0 || w.Runs < 0 || w.Failures < 0:
 		return fmt.Errorf("status: negative count: %w", errProtocol)
-	case w.LastRun != nil && (len(w.LastRun.Signal) > maxWord || len(w.LastRun.Trigger) > maxWord || w.LastRun.Duration < 0):
+	case w.LastRun != nil && (!signalWord(w.LastRun.Signal) || !slices.Contains(validTriggers, w.LastRun.Trigger) || w.LastRun.Duration < 0):
 		return fmt.Errorf("status: bad last run: %w", errProtocol)
 	}
 	return nil
+}
+
+// signalWord accepts "" or a signal name as the runner writes it: SIGKILL,
+// SIGRTMIN+3, or "signal 34" for one without a name.
+func signalWord(s string) bool {
+	if len(s) > maxWord {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '-' || c == ' ') {
+			return false
+		}
+	}
+	return true
 }
 
 // wireCtlDone ends the answer to a request: how many status items came

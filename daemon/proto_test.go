@@ -599,7 +599,8 @@ func TestStatusItemOnlyOwnHandlers(t *testing.T) {
 		}}}
 	alice := &proc{name: "exec[alice]", account: "alice"}
 	s.execs["alice"] = alice
-	op := &ctlOp{id: 7, waiting: map[string]bool{"alice": true}, items: map[string]map[int]*wireStatusItem{}}
+	op := &ctlOp{id: 7, waiting: map[string]bool{"alice": true}, items: map[string]map[int]*wireStatusItem{},
+		owner: map[int]string{1: "alice", 2: "bob"}, handlers: map[string]int{"alice": 1, "bob": 1}}
 	s.ctlOps = map[uint64]*ctlOp{7: op}
 	s.statusItem(alice, &wireStatusItem{ID: 7, Number: 2, State: "running", PID: 1}) // bob's handler
 	s.statusItem(alice, &wireStatusItem{ID: 8, Number: 1, State: "running", PID: 1}) // not asked
@@ -607,8 +608,19 @@ func TestStatusItemOnlyOwnHandlers(t *testing.T) {
 	if len(op.items["alice"]) != 1 || op.items["alice"][1].Runs != 3 || op.items["bob"] != nil {
 		t.Errorf("items %+v", op.items)
 	}
+	for _, ok := range []wireStatusItem{{Number: 1, State: "running"},
+		{Number: 1, State: "idle", LastRun: &wireLastRun{Signal: "SIGKILL", Trigger: "retry"}},
+		{Number: 1, State: "idle", LastRun: &wireLastRun{Signal: "signal 34", Trigger: "manual"}}} {
+		if err := ok.validate(); err != nil {
+			t.Errorf("%+v: %v", ok, err)
+		}
+	}
 	for _, w := range []wireStatusItem{{Number: 1, State: "hacked"}, {Number: 0, State: "idle"}, {Number: 1, State: "idle", Runs: -1},
-		{Number: 1, State: "idle", LastRun: &wireLastRun{Signal: strings.Repeat("x", 100)}}} {
+		{Number: 1, State: "idle", LastRun: &wireLastRun{Signal: strings.Repeat("x", 100), Trigger: "event"}},
+		// What imseriousctl prints on root's terminal is never the account's bytes.
+		{Number: 1, State: "idle", LastRun: &wireLastRun{Signal: "SIG\x1b]0;pwned\a", Trigger: "event"}},
+		{Number: 1, State: "idle", LastRun: &wireLastRun{Trigger: "event\x1b[2J"}},
+		{Number: 1, State: "idle", LastRun: &wireLastRun{Trigger: "whatever"}}} {
 		if err := w.validate(); !errors.Is(err, errProtocol) {
 			t.Errorf("%+v: %v", w, err)
 		}
