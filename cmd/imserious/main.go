@@ -135,7 +135,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		// No logger configured yet: the reason is the last line of output.
-		log := logging.New(stdout, logging.Options{Level: slog.LevelInfo, Format: "full", ShowLevel: true}, "parent")
+		log := plainLog(stdout)
 		for _, line := range strings.Split(err.Error(), "\n") {
 			log.Error(line)
 		}
@@ -152,7 +152,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// no child opens a socket (a chroot and a sandbox forbid it).
 		sys, err := logging.DialSyslog("", cfg.Log.SyslogSocket, cfg.Log.FacilityCode, "imserious")
 		if err != nil {
-			log := logging.New(stdout, logging.Options{Level: slog.LevelInfo, Format: "full", ShowLevel: true}, "parent")
+			log := plainLog(stdout)
 			log.Error("cannot log to syslog, not starting", "socket", cfg.Log.SyslogSocket, "err", err)
 			return 1
 		}
@@ -165,14 +165,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return o, e, func() { o.Close(); e.Close() }
 		}
 	}
-	log := logging.New(out, logging.Options{Level: level, Format: cfg.Log.Format, ANSI: cfg.Log.ANSI,
-		Timestamp: cfg.Log.Timestamp, Target: cfg.Log.Target, ShowLevel: cfg.Log.Level, Priority: logOpt.Priority}, "parent")
+	opts := logging.Options{Level: level, Format: cfg.Log.Format, ANSI: cfg.Log.ANSI,
+		Timestamp: cfg.Log.Timestamp, Target: cfg.Log.Target, ShowLevel: cfg.Log.Level, Priority: logOpt.Priority}
+	log := logging.New(out, opts, "parent")
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	// The status a signal asks for is written whatever max_level says.
-	statusLog := logging.New(out, logging.Options{Level: slog.Level(-100), Format: cfg.Log.Format, ANSI: cfg.Log.ANSI,
-		Timestamp: cfg.Log.Timestamp, Target: cfg.Log.Target, ShowLevel: cfg.Log.Level, Priority: logOpt.Priority}, "parent")
+	opts.Level = logging.LevelTrace
+	statusLog := logging.New(out, opts, "parent")
 	p := &daemon.Parent{Config: cfg, Root: root, Log: log, LogOpt: logOpt, Stdout: stdout, ChildOutput: childOutput,
 		StatusLog: statusLog}
 	// SIGHUP reloads the configuration (and the TLS pair); by default it
@@ -216,6 +217,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// plainLog is the logger of the last words before the configuration's
+// is known: the reason is the last line of output.
+func plainLog(w io.Writer) *slog.Logger {
+	return logging.New(w, logging.Options{Level: slog.LevelInfo, Format: "full", ShowLevel: true}, "parent")
 }
 
 func runChild(role string, stdout io.Writer) int {
