@@ -55,9 +55,9 @@ type ctlOp struct {
 	// built once, so that answers cost no scan of the configuration.
 	owner    map[int]string
 	handlers map[string]int
-	matched int
-	missing []string // accounts that could not be asked
-	timer   *time.Timer
+	matched  int
+	missing  []string // accounts that could not be asked
+	timer    *time.Timer
 }
 
 // controlServer accepts the operator's connections.
