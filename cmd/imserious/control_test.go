@@ -89,6 +89,19 @@ func ctlStatus(t *testing.T, sock string) *control.Status {
 	return resp.Status
 }
 
+// waitLastRun asks for the status until handler n's last run is in it:
+// a run's end is recorded just after its last log line.
+func waitLastRun(t *testing.T, sock string, n int) *control.Status {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		st := ctlStatus(t, sock)
+		if h := handlerNo(t, st, n); h.LastRun != nil && h.State == "idle" || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func handlerNo(t *testing.T, st *control.Status, n int) control.HandlerStatus {
 	t.Helper()
 	for _, h := range st.Handlers {
@@ -193,6 +206,7 @@ func TestControlStatusJSON(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	d.WaitFor("the run", func(m daemontest.Line) bool { return m.Str("msg") == "command exited" })
+	waitLastRun(t, sock, 1)
 	code, out, errOut := ctlRun(t, "-j", "-s", sock, "status")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -304,13 +318,13 @@ run_at_start = true
 			t.Fatalf("run: exit %d, stdout %q, stderr %q", code, out, errOut)
 		}
 	}
-	d.WaitFor("the manual run", func(m daemontest.Line) bool {
-		return m.Str("msg") == "command output" && m.Str("line") == "trigger=manual"
+	d.WaitFor("the manual run's end", func(m daemontest.Line) bool {
+		return m.Str("msg") == "command exited" && m["handler"] == float64(1) && m.Str("trigger") == "manual"
 	})
 	// The second handler's two manual runs: at most two (the second may
 	// merge into the first or follow it), and handler 1's exactly one,
 	// which the status shows once handler 2 is idle again.
-	st := ctlStatus(t, sock)
+	st := waitLastRun(t, sock, 1)
 	if h := handlerNo(t, st, 1); h.Runs != 1 || h.LastRun == nil || h.LastRun.Trigger != "manual" {
 		t.Errorf("handler 1 after two quick runs: %+v, want one manual run", h)
 	}
