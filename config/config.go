@@ -91,7 +91,21 @@ type Log struct {
 type Privsep struct {
 	User   string // default "_imserious"
 	Chroot string // default "/var/empty"; absolute and clean
+	// ExecIdle is how long an exec process started on demand (for an
+	// account of a Dynamic handler) stays with nothing pending, running
+	// or scheduled before it is stopped (exec_idle, default
+	// DefaultExecIdle); MaxExec how many such processes may exist at once
+	// (max_exec, default DefaultMaxExec).
+	ExecIdle time.Duration
+	MaxExec  int
 }
+
+// Defaults of [privsep] exec_idle and max_exec, and of a handler's min_uid.
+const (
+	DefaultExecIdle = 10 * time.Minute
+	DefaultMaxExec  = 64
+	DefaultMinUID   = 1000
+)
 
 // Control is the [control] table: the parent's control socket for
 // imseriousctl.
@@ -138,10 +152,25 @@ type Handler struct {
 	// (retry_backoff, default DefaultRetryBackoff), doubling each time.
 	Retries      int
 	RetryBackoff time.Duration
+	// Pattern is set when User is a glob (IsUserPattern): the handler
+	// matches every user MatchUser says, and keeps its scheduling state
+	// per user.
+	Pattern bool
+	// MinUID is the lowest uid an account named through run_as's
+	// %-variables may have (min_uid, default DefaultMinUID).
+	MinUID int
+	// Dynamic is set for a Pattern handler whose run_as has %-variables:
+	// its account depends on the event's user, so Resolve leaves Account
+	// zero and the parent resolves and checks it per user (DynamicAccount)
+	// when an exec process is wanted for it.
+	Dynamic bool
 
 	// Filled by Resolve.
 	Account privsep.Account // the account the command runs as
-	Path    string          // Command[0] resolved to an absolute executable path
+	// Path is Command[0] resolved to an absolute executable path, or, for
+	// a program in the account's home, as written ("~/rel", see
+	// HomeRelative): that one is looked up when it runs.
+	Path string
 }
 
 // Same reports whether h and o describe the same handler: every field is
@@ -171,6 +200,9 @@ func (h *Handler) Same(o *Handler) bool {
 		h.RunAtStart == o.RunAtStart &&
 		h.Retries == o.Retries &&
 		h.RetryBackoff == o.RetryBackoff &&
+		h.Pattern == o.Pattern &&
+		h.MinUID == o.MinUID &&
+		h.Dynamic == o.Dynamic &&
 		sameAccount(&h.Account, &o.Account) &&
 		h.Path == o.Path
 }
