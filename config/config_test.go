@@ -25,6 +25,7 @@ func TestSame(t *testing.T) {
 			RunAs: "alice", Env: map[string]string{"A": "1"}, CommandTimeout: 10 * time.Minute,
 			IP:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 			PassEnv: []string{"DISPLAY"}, Number: 3, Retries: 2, RetryBackoff: 10 * time.Second,
+			MinUID:  DefaultMinUID,
 			Account: privsep.Account{Name: "alice", UID: 1001, GID: 1001, Groups: []int{1001, 100}, Home: "/home/alice", Shell: "/bin/sh"},
 			Path:    "/usr/bin/fdm",
 		}
@@ -46,6 +47,9 @@ func TestSame(t *testing.T) {
 		"RunAtStart":     func(h *Handler) { h.RunAtStart = !h.RunAtStart },
 		"Retries":        func(h *Handler) { h.Retries = 3 },
 		"RetryBackoff":   func(h *Handler) { h.RetryBackoff = time.Minute },
+		"Pattern":        func(h *Handler) { h.Pattern = !h.Pattern },
+		"MinUID":         func(h *Handler) { h.MinUID = 500 },
+		"Dynamic":        func(h *Handler) { h.Dynamic = !h.Dynamic },
 	}
 	accountChanges := map[string]func(*privsep.Account){
 		"Name":   func(a *privsep.Account) { a.Name = "alice2" },
