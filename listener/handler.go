@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/internal/prefix"
 	"github.com/imserious/imserious/logging"
@@ -124,16 +125,47 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	var buf [8]int
 	targets := buf[:0]
 	handlers := 0
-	for _, rt := range p.routes[ev.User] {
-		if rt.event == ev.Event && (len(rt.ip) == 0 || prefix.Contains(rt.ip, peer.Addr())) {
-			handlers++
-			if !slices.Contains(targets, rt.target) {
-				targets = append(targets, rt.target)
-			}
-		}
-	}
+	var acctBuf [2]string
+	accounts := acctBuf[:0] // of routes with RunAs, each asked once
 	var failed []int
 	var firstErr error
+	take := func(rt *route) {
+		if rt.event != ev.Event || (len(rt.ip) != 0 && !prefix.Contains(rt.ip, peer.Addr())) {
+			return
+		}
+		handlers++
+		t := rt.target
+		if rt.runAs != "" {
+			acct, err := config.ExpandRunAs(rt.runAs, ev.User)
+			if err != nil || !config.ValidAccountName(acct) || p.accounts == nil || slices.Contains(accounts, acct) {
+				// No account can have such a name: the parent would
+				// refuse it; nothing runs, as for a refused account.
+				return
+			}
+			accounts = append(accounts, acct)
+			var queued bool
+			t, queued, err = p.accounts.Route(acct, rt.handler, ev.User, peer, body)
+			if err != nil {
+				failed = append(failed, -1)
+				firstErr = cmp.Or(firstErr, err)
+				return
+			}
+			if queued {
+				return
+			}
+		}
+		if !slices.Contains(targets, t) {
+			targets = append(targets, t)
+		}
+	}
+	for i := range p.routes[ev.User] {
+		take(&p.routes[ev.User][i])
+	}
+	for i := range p.patterns {
+		if config.MatchUser(p.patterns[i].user, ev.User) {
+			take(&p.patterns[i])
+		}
+	}
 	for _, t := range targets {
 		// Deliver to every target even when one fails: the others' exec
 		// processes are fine and should get the event.
@@ -153,7 +185,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// One info line per accepted event: the operator sees each
 	// notification arrive, and how many handlers it starts.
-	if len(targets) == 0 {
+	if handlers == 0 {
 		s.unmatched(r, p, &ev, peer)
 	} else if s.log.Enabled(r.Context(), slog.LevelInfo) { // peer.String allocates
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "event accepted",
@@ -370,7 +402,7 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, peer netip.AddrP
 // whose handlers want another event or peer it stays a debug line.
 func (s *Server) unmatched(r *http.Request, p *policy, ev *event.Event, peer netip.AddrPort) {
 	ctx := r.Context()
-	if len(p.routes[ev.User]) > 0 {
+	if len(p.routes[ev.User]) > 0 || p.patternFor(ev.User) {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
 			s.log.LogAttrs(ctx, slog.LevelDebug, "event matches no handler",
 				slog.String("user", ev.User), slog.String("event", ev.Event),
@@ -394,6 +426,16 @@ func (s *Server) unmatched(r *http.Request, p *policy, ev *event.Event, peer net
 		attrs = append(attrs, slog.Int(logging.SuppressedKey, suppressed))
 	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "event for a user without a handler, accepted and ignored", attrs...)
+}
+
+// patternFor reports whether a wildcard handler is written for user.
+func (p *policy) patternFor(user string) bool {
+	for i := range p.patterns {
+		if config.MatchUser(p.patterns[i].user, user) {
+			return true
+		}
+	}
+	return false
 }
 
 // userHint names the handler's user most likely meant for user, or "".

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/imserious/imserious/clock"
+	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/internal/prefix"
 	"github.com/imserious/imserious/logging"
@@ -49,10 +50,28 @@ const (
 
 // Route sends the events of one handler to one exec channel.
 type Route struct {
-	User   string         // Dovecot user, matched exactly
+	// User is the Dovecot user, matched exactly, or a glob
+	// (config.IsUserPattern) matched by config.MatchUser.
+	User   string
 	Event  string         // canonical CamelCase, e.g. "MessageNew"
 	IP     []netip.Prefix // peers accepted for this handler; empty: any
 	Target int            // index of the exec channel Deliver is called with
+	// RunAs, when set, is the run_as of a handler whose account depends
+	// on the event's user (config.Handler.Dynamic): Target is unused, and
+	// the account config.ExpandRunAs gives is handed to Config.Accounts,
+	// with Handler, the handler's number, for the parent's check.
+	RunAs   string
+	Handler int
+}
+
+// Accounts finds the exec channel of an account named by a handler's
+// run_as (Route.RunAs). Route returns the target of its exec process
+// when it has one; otherwise it takes the event itself (queued until the
+// process exists, which it asks the parent for) and returns queued. It
+// must never wait, like Deliver; an error is answered 503. It is called
+// once per account and request.
+type Accounts interface {
+	Route(account string, handler int, user string, remote netip.AddrPort, body []byte) (target int, queued bool, err error)
 }
 
 // Auth holds the HTTP Basic credentials clients must present.
@@ -80,7 +99,10 @@ type Config struct {
 	Timeout        time.Duration  // whole-request deadline and idle keep-alive limit; <= 0 means DefaultTimeout
 	Auth           *Auth          // nil: no authentication
 	Routes         []Route
-	TLS            *tls.Config // nil: plain HTTP; cloned by New, GetCertificate kept
+	// Accounts routes the events of Routes with RunAs; nil: such routes
+	// take no event.
+	Accounts Accounts
+	TLS      *tls.Config // nil: plain HTTP; cloned by New, GetCertificate kept
 	// MaxOpen and MaxOpenPerIP cap the open connections, in all and from
 	// one peer address; a new connection over a cap closes the longest-
 	// idle one it is over (of its address for MaxOpenPerIP), or is closed
@@ -149,13 +171,18 @@ type policy struct {
 	endpoint string
 	allow    []netip.Prefix     // as prefix.Normalize returns them; empty: everyone
 	auth     *credentials       // nil: no authentication
-	routes   map[string][]route // by user
+	routes   map[string][]route // by user, for exact users
+	patterns []route            // routes whose user is a glob, in order
+	accounts Accounts
 }
 
 type route struct {
-	event  string
-	ip     []netip.Prefix
-	target int
+	user    string // the pattern, for patterns only
+	event   string
+	ip      []netip.Prefix
+	target  int
+	runAs   string // set: the account comes from the event's user
+	handler int
 }
 
 // credentials keeps only digests of the configured user and password:
@@ -265,12 +292,15 @@ func newPolicy(cfg Config) *policy {
 		if c, ok := event.Canonical(ev); ok {
 			ev = c
 		}
-		p.routes[r.User] = append(p.routes[r.User], route{
-			event:  ev,
-			ip:     prefix.Normalize(r.IP),
-			target: r.Target,
-		})
+		rt := route{event: ev, ip: prefix.Normalize(r.IP), target: r.Target, runAs: r.RunAs, handler: r.Handler}
+		if config.IsUserPattern(r.User) {
+			rt.user = r.User
+			p.patterns = append(p.patterns, rt)
+			continue
+		}
+		p.routes[r.User] = append(p.routes[r.User], rt)
 	}
+	p.accounts = cfg.Accounts
 	return p
 }
 
