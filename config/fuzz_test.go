@@ -28,6 +28,8 @@ func FuzzParse(f *testing.F) {
 		"allow = [\"::ffff:1.2.3.4/100\", \"fe80::1%x\"]\n[privsep]\nchroot=\"x\"",
 		"[log]\noutput=\"syslog\"\nfacility=\"local0\"\nsyslog_socket=\"/dev/log\"\n[[handler]]\nuser=\"u\"\ncommand=\"x\"\npass_env=[\"DISPLAY\",\"imse_x\"]\nenv={DISPLAY=\"1\"}",
 		"[[handler]]\nuser=\"a\"\nuser=\"b\"\n[log]\n[log]",
+		"[privsep]\nexec_idle=\"1m\"\nmax_exec=2\n[[handler]]\nuser=\"*@x\"\nrun_as=\"%n\"\nmin_uid=5\ncommand=\"~/.h a\"",
+		"[[handler]]\nuser=\"[a-\"\nrun_as=\"%q%\"\nperiodic=\"1h\"\nrun_at_start=true\ncommand=\"~/../x\"",
 	} {
 		f.Add([]byte(s))
 	}
@@ -50,13 +52,28 @@ func FuzzParse(f *testing.F) {
 			c.MaxOpenPerIP < 1 || c.MaxOpenPerIP > c.MaxOpenConnections ||
 			!filepath.IsAbs(c.Privsep.Chroot) || c.Privsep.User == "" ||
 			!slices.Contains(LogOutputs, c.Log.Output) || SyslogFacilities[c.Log.Facility] != c.Log.FacilityCode ||
-			!filepath.IsAbs(c.Log.SyslogSocket) {
+			!filepath.IsAbs(c.Log.SyslogSocket) ||
+			c.Privsep.ExecIdle <= 0 || c.Privsep.MaxExec < 1 || c.Privsep.MaxExec > MaxExecLimit {
 			t.Fatalf("invalid config accepted: %+v", c)
 		}
 		for _, h := range c.Handlers {
 			if h.User == "" || len(h.Command) == 0 || h.Command[0] == "" || h.LimitBurst < 1 ||
 				h.LimitPeriod <= 0 || h.CommandTimeout <= 0 || h.Delay < 0 || h.Periodic < 0 || h.Env == nil {
 				t.Fatalf("invalid handler accepted: %+v", h)
+			}
+			// The wildcard rules every process relies on.
+			if h.Pattern != IsUserPattern(h.User) || h.Pattern && !ValidUserPattern(h.User) ||
+				h.Dynamic != (h.Pattern && HasRunAsVars(h.RunAs)) || h.MinUID < 1 ||
+				h.Pattern && (h.Periodic != 0 || h.RunAtStart) {
+				t.Fatalf("invalid wildcard handler accepted: %+v", h)
+			}
+			if HasRunAsVars(h.RunAs) {
+				if name, err := ExpandRunAs(h.RunAs, "alice@example.org"); err != nil || !ValidAccountName(name) {
+					t.Fatalf("invalid run_as accepted: %q", h.RunAs)
+				}
+			}
+			if _, ok := HomeRelative(h.Command[0]); strings.HasPrefix(h.Command[0], HomeCommandPrefix) && !ok {
+				t.Fatalf("invalid ~/ program accepted: %q", h.Command[0])
 			}
 			for k := range h.Env {
 				if strings.HasPrefix(k, "IMSE_") || !validEnvName(k) {

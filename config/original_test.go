@@ -66,6 +66,7 @@ func originalHandler() Handler {
 		// Not the original's, defaults of ours.
 		CommandTimeout: DefaultCommandTimeout,
 		RetryBackoff:   DefaultRetryBackoff,
+		MinUID:         DefaultMinUID,
 		Env:            map[string]string{},
 	}
 }
@@ -88,7 +89,7 @@ func TestOriginalExamples(t *testing.T) {
 		TLS:                &TLS{Cert: "/etc/ssl/foo.example.com.crt", Key: "/etc/ssl/foo.example.com.key", PeriodicReload: 24 * time.Hour},
 		Log: Log{MaxLevel: "info", Format: "compact", ANSI: false, Timestamp: false, Target: false, Level: false,
 			Output: "stdout", Facility: "daemon", FacilityCode: 3, SyslogSocket: DefaultSyslogSocket},
-		Privsep:  Privsep{User: DefaultPrivsepUser, Chroot: DefaultChroot},
+		Privsep:  Privsep{User: DefaultPrivsepUser, Chroot: DefaultChroot, ExecIdle: DefaultExecIdle, MaxExec: DefaultMaxExec},
 		Handlers: []Handler{originalHandler()},
 	}
 
@@ -115,14 +116,14 @@ func TestOriginalExamples(t *testing.T) {
 		{"periodic", "2 days", 48 * time.Hour},
 	} {
 		h := Handler{Line: 1, Number: 1, User: "freaky", Event: "MessageNew", Command: []string{"true"},
-			LimitPeriod: DefaultLimitPeriod, LimitBurst: DefaultLimitBurst, CommandTimeout: DefaultCommandTimeout, RetryBackoff: DefaultRetryBackoff, Env: map[string]string{}}
+			LimitPeriod: DefaultLimitPeriod, LimitBurst: DefaultLimitBurst, CommandTimeout: DefaultCommandTimeout, RetryBackoff: DefaultRetryBackoff, MinUID: DefaultMinUID, Env: map[string]string{}}
 		field := map[string]*time.Duration{"delay": &h.Delay, "limit_period": &h.LimitPeriod,
 			"periodic": &h.Periodic, "command_timeout": &h.CommandTimeout}
 		*field[d.key] = d.want
 		want := &Config{File: testFile, Listen: DefaultListen, Endpoint: DefaultEndpoint,
 			MaxConnections: DefaultMaxConnections, MaxOpenConnections: DefaultMaxOpenConnections,
 			MaxOpenPerIP: DefaultMaxOpenPerIP, Timeout: DefaultTimeout, Log: defaultLog(),
-			Privsep: Privsep{User: DefaultPrivsepUser, Chroot: DefaultChroot}, Handlers: []Handler{h}}
+			Privsep: Privsep{User: DefaultPrivsepUser, Chroot: DefaultChroot, ExecIdle: DefaultExecIdle, MaxExec: DefaultMaxExec}, Handlers: []Handler{h}}
 		src := "[[handler]]\nuser = \"freaky\"\ncommand = \"true\"\n" + d.key + " = \"" + d.val + "\"\n"
 		cases = append(cases, testCase{d.key + " = " + d.val, src, want})
 	}

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
 	"github.com/google/shlex"
@@ -52,6 +53,16 @@ const (
 	// 64 KiB body and a goroutine, and a mail server's push traffic never
 	// needs thousands at once.
 	MaxConnectionsLimit = 4096
+
+	// MaxExecLimit bounds [privsep] max_exec: each exec process is a few
+	// megabytes and a process slot, so a larger value is a typo, not a
+	// policy.
+	MaxExecLimit = 100_000
+
+	// MaxMinUID bounds a handler's min_uid: no system gives out uids
+	// beyond 2^31-1 to people (and uid_t is 32 bits wide), so a larger
+	// value could only refuse every account.
+	MaxMinUID = 1<<31 - 1
 )
 
 // LogLevels, LogFormats and LogOutputs are the accepted [log] values.
@@ -97,13 +108,13 @@ var (
 	authSpec    = tableSpec{"[auth]", []string{"user", "pass"}, nil}
 	tlsSpec     = tableSpec{"[tls]", []string{"cert", "key", "periodic_reload"}, map[string]string{"periodicreload": "periodic_reload"}}
 	logSpec     = tableSpec{"[log]", []string{"max_level", "format", "ansi", "timestamp", "target", "level", "output", "facility", "syslog_socket"}, map[string]string{"maxlevel": "max_level"}}
-	privsepSpec = tableSpec{"[privsep]", []string{"user", "chroot"}, nil}
+	privsepSpec = tableSpec{"[privsep]", []string{"user", "chroot", "exec_idle", "max_exec"}, nil}
 	controlSpec = tableSpec{"[control]", []string{"socket"}, nil}
 	handlerSpec = tableSpec{"[[handler]]",
 		[]string{"user", "event", "command", "delay", "limit_period", "limit_burst", "periodic", "run_as", "env", "pass_env", "command_timeout", "ip",
-			"run_at_start", "retries", "retry_backoff"},
+			"run_at_start", "retries", "retry_backoff", "min_uid"},
 		map[string]string{"limitperiod": "limit_period", "limitburst": "limit_burst", "commandtimeout": "command_timeout", "runas": "run_as", "passenv": "pass_env",
-			"runatstart": "run_at_start", "retrybackoff": "retry_backoff"}}
+			"runatstart": "run_at_start", "retrybackoff": "retry_backoff", "minuid": "min_uid"}}
 	allSpecs = []*tableSpec{&topSpec, &authSpec, &tlsSpec, &logSpec, &privsepSpec, &controlSpec, &handlerSpec}
 )
 
@@ -458,7 +469,7 @@ func (p *parser) config(raw map[string]any) *Config {
 		MaxConnections: DefaultMaxConnections,
 		Timeout:        DefaultTimeout,
 		Log:            defaultLog(),
-		Privsep:        Privsep{User: DefaultPrivsepUser, Chroot: DefaultChroot},
+		Privsep:        Privsep{User: DefaultPrivsepUser, Chroot: DefaultChroot, ExecIdle: DefaultExecIdle, MaxExec: DefaultMaxExec},
 
 		MaxOpenConnections: DefaultMaxOpenConnections,
 		MaxOpenPerIP:       DefaultMaxOpenPerIP,
@@ -768,6 +779,16 @@ func (p *parser) privsep(e entry, ps *Privsep) {
 			}
 		}
 	}
+	if f, ok := t["exec_idle"]; ok {
+		if d, ok := p.duration(f); ok {
+			ps.ExecIdle = d
+		}
+	}
+	if f, ok := t["max_exec"]; ok {
+		if n, ok := p.integer(f, 1, MaxExecLimit); ok {
+			ps.MaxExec = n
+		}
+	}
 }
 
 func (p *parser) handlers(e entry) []Handler {
@@ -808,11 +829,18 @@ func (p *parser) handler(base []string, m map[string]any) Handler {
 		LimitBurst:     DefaultLimitBurst,
 		CommandTimeout: DefaultCommandTimeout,
 		RetryBackoff:   DefaultRetryBackoff,
+		MinUID:         DefaultMinUID,
 		Env:            map[string]string{},
 	}
 	t := p.table(&handlerSpec, base, m)
 	if f, ok := t["user"]; ok {
 		h.User, _ = p.nonEmpty(f)
+		if IsUserPattern(h.User) {
+			h.Pattern = true
+			if !ValidUserPattern(h.User) {
+				p.errorf(f.path, "not a valid glob: %q has a syntax error (the rules are path.Match's: * is any run of characters but /, ? one character, [a-z] one of a class, [^a-z] one not in it, \\ quotes the next)", h.User)
+			}
+		}
 	} else {
 		p.errorf(append(slices.Clip(base), "user"), "missing: every [[handler]] needs the Dovecot user it serves")
 	}
@@ -851,8 +879,32 @@ func (p *parser) handler(base []string, m map[string]any) Handler {
 		if s, ok := p.nonEmpty(f); ok {
 			if strings.ContainsAny(s, ":\n") {
 				p.errorf(f.path, "%q is not a valid account name", s)
+			} else if why := checkRunAsVars(s); why != "" {
+				p.errorf(f.path, "%s", why)
 			} else {
 				h.RunAs = s
+			}
+		}
+	}
+	h.Dynamic = h.Pattern && HasRunAsVars(h.RunAs)
+	if f, ok := t["min_uid"]; ok {
+		if n, ok := p.integer(f, 1, MaxMinUID); ok {
+			h.MinUID = n
+			if !HasRunAsVars(h.RunAs) {
+				p.warnf(f.path, "has no effect: min_uid applies only to a run_as with %%-variables (run_as = \"%%n\"); an account named outright is not subject to it")
+			}
+		}
+	}
+	if h.Pattern {
+		// Security and sense: a wildcard handler has no list of users,
+		// only a rule for the users that mail arrives for; a run not
+		// caused by an event would have no user to run for.
+		if f, ok := t["periodic"]; ok {
+			p.errorf(f.path, "not allowed on a wildcard handler (user = %q): there is no list of users to run it for; write a handler for each user that needs it", h.User)
+		}
+		if f, ok := t["run_at_start"]; ok {
+			if b, ok := f.val.(bool); ok && b {
+				p.errorf(f.path, "not allowed on a wildcard handler (user = %q): there is no list of users to run it for; write a handler for each user that needs it", h.User)
 			}
 		}
 	}
@@ -948,7 +1000,49 @@ func (p *parser) command(f entry) []string {
 		p.errorf(f.path, "empty program name")
 		return nil
 	}
+	if strings.HasPrefix(argv[0], HomeCommandPrefix) {
+		if _, ok := HomeRelative(argv[0]); !ok {
+			p.errorf(f.path, "program %q: ~/ must be followed by a clean path inside the home, such as ~/.config/imserious/new-mail (no .., no //, no trailing /)", argv[0])
+			return nil
+		}
+	}
 	return argv
+}
+
+// runAsSample is the user a run_as with %-variables is expanded for at
+// load, to check what it can give.
+const runAsSample = "alice@example.org"
+
+// checkRunAsVars says what is wrong with a run_as's %-variables, or "":
+// each '%' must start %u, %n, %d or %%, and what the run_as gives for a
+// user must be able to name an account (no '/', no control character;
+// "%%" gives a '%', which no account name has).
+func checkRunAsVars(runAs string) string {
+	if !HasRunAsVars(runAs) {
+		return ""
+	}
+	name, err := ExpandRunAs(runAs, runAsSample)
+	if err != nil {
+		known := strings.TrimPrefix(err.Error(), "unknown variable: ")
+		for i := 0; i < len(runAs); i++ {
+			if runAs[i] != '%' {
+				continue
+			}
+			if i+1 == len(runAs) {
+				return fmt.Sprintf("%q ends with a lone %%, which is not a variable: %s", runAs, known)
+			}
+			i++
+			if !strings.ContainsRune("und%", rune(runAs[i])) {
+				_, size := utf8.DecodeRuneInString(runAs[i:])
+				return fmt.Sprintf("%q uses %%%s, which is not a variable: %s", runAs, runAs[i:i+size], known)
+			}
+		}
+		return fmt.Sprintf("%q: %v", runAs, err)
+	}
+	if !ValidAccountName(name) {
+		return fmt.Sprintf("%q cannot name an account: for the user %q it gives %q, and an account name has no /, no %% and no control character", runAs, runAsSample, name)
+	}
+	return ""
 }
 
 func (p *parser) env(f entry, dst map[string]string) {
