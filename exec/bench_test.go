@@ -1,0 +1,50 @@
+package exec
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/imserious/imserious/clock/clocktest"
+	"github.com/imserious/imserious/config"
+)
+
+// quickRunner ends every run at once, successfully.
+type quickRunner struct{}
+
+func (quickRunner) Run(_ context.Context, j Job) Result {
+	if j.Started != nil {
+		j.Started(1)
+	}
+	return Result{}
+}
+
+// BenchmarkDeliverExact is the hot path of an exec process with 10,000
+// exact handlers (the bench's set-up): an event for one user, coalesced
+// into the run its handler has pending.
+func BenchmarkDeliverExact(b *testing.B) {
+	hs := make([]config.Handler, 10000)
+	for i := range hs {
+		hs[i] = testHandler(fmt.Sprintf("user%d", i))
+	}
+	x := New(Options{Handlers: hs, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Clock: clocktest.New(epoch), Runner: quickRunner{}})
+	defer x.Shutdown(0)
+	evs := make([]struct {
+		u string
+	}, 100)
+	for i := range evs {
+		evs[i].u = fmt.Sprintf("user%d", i*97)
+	}
+	ev := newEvent("user0", "hello")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ev.User = evs[i%len(evs)].u
+		if x.Deliver(ev, peer) != 1 {
+			b.Fatal("no match")
+		}
+	}
+}
