@@ -31,7 +31,7 @@ import (
 // error: Resolve leaves it in Warnings, for -n and start-up to show.
 func (c *Config) Resolve(root bool) error {
 	c.warnings = nil
-	r := &resolver{c: c, accounts: map[string]memo[privsep.Account]{}, commands: map[string]memo[string]{},
+	r := &resolver{c: c, root: root, accounts: map[string]memo[privsep.Account]{}, commands: map[string]memo[string]{},
 		trust: map[trustKey]string{}, warns: slices.Clone(c.parseWarnings)}
 	if root {
 		r.rootAccounts()
@@ -63,6 +63,7 @@ func (c *Config) Resolve(root bool) error {
 
 type resolver struct {
 	c     *Config
+	root  bool
 	errs  Errors
 	warns Errors
 
@@ -87,11 +88,16 @@ type memo[T any] struct {
 	err error
 }
 
-// lookupAccount is privsep.LookupAccount, once per name.
+// systemAccount looks an account up in the system's database: it is
+// privsep.LookupAccount, which tests replace to fake accounts. Resolve
+// and DynamicAccount both look accounts up through it.
+var systemAccount = privsep.LookupAccount
+
+// lookupAccount is systemAccount, once per name.
 func (r *resolver) lookupAccount(name string) (privsep.Account, error) {
 	m, ok := r.accounts[name]
 	if !ok {
-		m.val, m.err = privsep.LookupAccount(name)
+		m.val, m.err = systemAccount(name)
 		r.accounts[name] = m
 	}
 	a := m.val
@@ -141,6 +147,13 @@ func handlerPath(i int, key string) []string {
 
 // rootAccounts picks each handler's account when started as root.
 //
+// A wildcard handler has no user to name its account, so it needs run_as.
+// A Dynamic one (a wildcard user and run_as with %-variables) gets no
+// account here: which one it runs as depends on the event's user, and the
+// parent decides that per user (DynamicAccount). A handler for one user
+// whose run_as has %-variables is expanded for that user and resolved
+// like a literal run_as, with min_uid besides.
+//
 // Security: this decides the uid and groups commands run as. uid 0 is
 // refused here whatever the name, so a misconfiguration can never run a
 // command as root; so is primary gid 0, which privsep.Drop refuses when the
@@ -149,9 +162,32 @@ func (r *resolver) rootAccounts() {
 	for i := range r.c.Handlers {
 		h := &r.c.Handlers[i]
 		h.Account = privsep.Account{}
+		if h.Pattern && h.RunAs == "" {
+			r.errorf(handlerPath(i, "run_as"), nil, "a wildcard handler (user = %q) needs run_as, e.g. run_as = %q (the account named like the user's part before @) or a literal account such as %q (one account for every user)", h.User, "%n", "vmail")
+			continue
+		}
+		if h.Dynamic {
+			continue
+		}
 		name, key := h.RunAs, "run_as"
 		if name == "" {
 			name, key = h.User, "user"
+		}
+		// what names the account in messages: "alice", or for a run_as
+		// with %-variables "alice" (run_as "%n" for "alice@example.org").
+		what := fmt.Sprintf("%q", name)
+		vars := HasRunAsVars(h.RunAs)
+		if vars {
+			var err error
+			if name, err = ExpandRunAs(h.RunAs, h.User); err != nil {
+				r.errorf(handlerPath(i, key), err, "%q: %v", h.RunAs, err) // Parse refuses it; a Config built by hand may not
+				continue
+			}
+			what = fmt.Sprintf("%q (run_as %q for %q)", name, h.RunAs, h.User)
+			if !ValidAccountName(name) {
+				r.errorf(handlerPath(i, key), nil, "run_as %q gives %q for the user %q, which cannot name an account", h.RunAs, name, h.User)
+				continue
+			}
 		}
 		a, err := r.lookupAccount(name)
 		switch {
@@ -159,7 +195,7 @@ func (r *resolver) rootAccounts() {
 			r.errorf(handlerPath(i, key), err, "handler user %q is not a system account; set run_as", name)
 			continue
 		case errors.Is(err, privsep.ErrNoAccount):
-			r.errorf(handlerPath(i, key), err, "account %q does not exist", name)
+			r.errorf(handlerPath(i, key), err, "account %s does not exist", what)
 			continue
 		case err != nil:
 			r.errorf(handlerPath(i, key), err, "cannot look up account %q: %v", name, err)
@@ -169,6 +205,9 @@ func (r *resolver) rootAccounts() {
 			continue
 		case a.GID == 0:
 			r.errorf(handlerPath(i, key), nil, "account %q has primary group 0 (root's): commands never run with root's group, and its exec process would refuse to start; %s, or set run_as to another account", name, regroupHint(name))
+			continue
+		case vars && a.UID < h.MinUID:
+			r.errorf(handlerPath(i, key), nil, "account %s has uid %d, below min_uid %d: an account named through %%-variables must have a uid of at least min_uid; lower min_uid or name the account outright", what, a.UID, h.MinUID)
 			continue
 		}
 		h.Account = a
@@ -187,6 +226,10 @@ func (r *resolver) userAccounts() {
 	for i := range r.c.Handlers {
 		h := &r.c.Handlers[i]
 		h.Account = privsep.Account{}
+		if HasRunAsVars(h.RunAs) {
+			r.errorf(handlerPath(i, "run_as"), nil, "not started as root, so commands run as the invoking user %q, and a run_as with %%-variables (%q) cannot give each user's account: remove run_as or start imserious as root", cur.Name, h.RunAs)
+			continue
+		}
 		if h.RunAs != "" && h.RunAs != cur.Name {
 			// Another name for the same uid is still the invoking user.
 			if a, err := r.lookupAccount(h.RunAs); err != nil || a.UID != cur.UID {
@@ -259,11 +302,18 @@ func (r *resolver) chroot() {
 }
 
 // command resolves a handler's program to the absolute path exec will run.
+// A program in the account's home ("~/rel") is kept as written: it is
+// looked up, and checked, when it runs, by the exec process, as the
+// account (users opt in by creating it, so a missing one is no error).
 func (r *resolver) command(i int) {
 	h := &r.c.Handlers[i]
 	h.Path = ""
 	if len(h.Command) == 0 {
 		r.errorf(handlerPath(i, "command"), nil, "empty command")
+		return
+	}
+	if _, ok := HomeRelative(h.Command[0]); ok {
+		h.Path = h.Command[0]
 		return
 	}
 	p, err := r.lookCommand(h.Command[0])
@@ -274,19 +324,26 @@ func (r *resolver) command(i int) {
 	h.Path = p
 	// Security: whoever can replace the program runs code as the
 	// account, so it must be root's or the account's alone (untrusted).
-	// An account that did not resolve is reported already; whom to trust
-	// besides root is not known without it.
-	if h.Account.Name == "" {
+	// A Dynamic handler runs it as every account its run_as gives, so
+	// root alone may be able to replace it: any one of those accounts
+	// could otherwise run code as all the others. Another account that
+	// did not resolve is reported already; whom to trust besides root is
+	// not known without it.
+	acct, as := h.Account, fmt.Sprintf("as %q", h.Account.Name)
+	switch {
+	case h.Dynamic && r.root:
+		acct, as = privsep.Account{}, fmt.Sprintf("as every account run_as %q gives", h.RunAs)
+	case h.Account.Name == "":
 		return
 	}
-	k := trustKey{p, h.Account.UID}
+	k := trustKey{p, acct.UID}
 	why, ok := r.trust[k]
 	if !ok {
-		why = untrusted(p, h.Account)
+		why = untrusted(p, acct)
 		r.trust[k] = why
 	}
 	if why != "" {
-		r.errorf(handlerPath(i, "command"), nil, "command %s is not safe to run as %q: %s", p, h.Account.Name, why)
+		r.errorf(handlerPath(i, "command"), nil, "command %s is not safe to run %s: %s", p, as, why)
 	}
 }
 
