@@ -1,6 +1,16 @@
 // Package config owns the TOML configuration: decoding, defaults, aliases,
 // validation with file, line and key in every error, and the deep check
 // behind -n (accounts, commands, the TLS pair).
+//
+// Wildcard handlers (issue 10) are written here too: a handler's user may
+// be a glob (Handler.Pattern, MatchUser), its run_as may name the account
+// through %u, %n and %d (ExpandRunAs), and its program may be in the
+// account's home ("~/rel", HomeRelative). A wildcard handler whose run_as
+// has %-variables is Dynamic: Resolve gives it no account, as that depends
+// on the event's user, and the parent asks DynamicAccount for each user
+// before it starts an exec process for one, which then stops after
+// exec_idle in the privsep table (at most max_exec of them at once). pattern.go holds
+// the rules every process applies; Parse and Resolve apply them at load.
 package config
 
 import (
@@ -127,7 +137,9 @@ type Handler struct {
 	// Number is the handler's 1-based position in the file, the N of
 	// handler[N] in messages. Like Line it says only where the handler was
 	// written: Same ignores it.
-	Number         int
+	Number int
+	// User is as written: a Dovecot user matched exactly, or a glob
+	// (Pattern) matched by MatchUser.
 	User           string
 	Event          string   // canonical CamelCase, e.g. "MessageNew"
 	Command        []string // argv as split at load time; never empty
@@ -135,7 +147,7 @@ type Handler struct {
 	LimitPeriod    time.Duration     // default 30s
 	LimitBurst     int               // default 1
 	Periodic       time.Duration     // 0: none
-	RunAs          string            // as written; "" means the default of spec §5
+	RunAs          string            // as written, %-variables unexpanded; "" means the default of spec §5
 	Env            map[string]string // never nil; after Resolve, also the pass_env variables that are set
 	CommandTimeout time.Duration     // default 10m
 	IP             []netip.Prefix    // empty: any peer allowed by Config.Allow

@@ -19,8 +19,10 @@ import (
 // it looks at the system the configuration names and loads the TLS pair.
 // root says whether the daemon runs as root, which decides whose accounts
 // commands run as (spec §5) and, with the environment LookupEnv reads, the
-// default control socket (ResolveControl). It fills Handler.Account,
-// Handler.Path and Control.Socket and returns Errors with every problem
+// default control socket (ResolveControl). It fills Handler.Account
+// (left zero for a Dynamic handler: DynamicAccount names it per user),
+// Handler.Path (as written for a "~/rel" program) and Control.Socket and
+// returns Errors with every problem
 // found, among them a command that someone other than root and its
 // account could replace, or an explicit control socket whose directory
 // is missing or whose path holds something else. It changes

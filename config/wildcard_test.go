@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -567,5 +568,48 @@ command = "~/hook"
 	}
 	if _, err := c.DynamicAccount(&bad, "alice@example.org"); !errors.Is(err, ErrRunAsVar) {
 		t.Errorf("a bad variable does not unwrap to ErrRunAsVar: %v", err)
+	}
+}
+
+// TestSample: the shipped sample loads as is, and so does each of its
+// commented tables ("# [privsep]", "# [[handler]]", ... down to the next
+// blank line) uncommented on its own, the wildcard examples among them.
+func TestSample(t *testing.T) {
+	data, err := os.ReadFile("../etc/imserious.toml.sample")
+	if err != nil {
+		t.Skipf("no sample: %v", err)
+	}
+	if _, err := Parse("imserious.toml.sample", data); err != nil {
+		t.Errorf("the sample as shipped:\n%v", err)
+	}
+	key := regexp.MustCompile(`^# ([a-z_]+ = |\[)`)
+	var blocks []string
+	in := false
+	for _, l := range strings.Split(string(data), "\n") {
+		switch {
+		case strings.HasPrefix(l, "# ["):
+			blocks, in = append(blocks, ""), true
+		case !strings.HasPrefix(l, "#"):
+			in = false
+		}
+		if in && key.MatchString(l) {
+			blocks[len(blocks)-1] += l[2:] + "\n"
+		}
+	}
+	dynamic := 0
+	for _, b := range blocks {
+		c, err := Parse("imserious.toml.sample", []byte(b))
+		if err != nil {
+			t.Errorf("the sample's commented\n%s\ndoes not load:\n%v", b, err)
+			continue
+		}
+		for _, h := range c.Handlers {
+			if h.Dynamic && strings.HasPrefix(h.Command[0], HomeCommandPrefix) {
+				dynamic++
+			}
+		}
+	}
+	if len(blocks) < 6 || dynamic != 1 {
+		t.Errorf("%d commented tables, %d of them a Dynamic handler with a ~/ program; want at least 6 and 1:\n%q", len(blocks), dynamic, blocks)
 	}
 }
