@@ -155,21 +155,23 @@ func eventEnv(base []string, ev *event.Event, count int, remote netip.AddrPort) 
 	return jobEnv(base, ev.Env(count, remote), TriggerEvent)
 }
 
-// periodicEnv is the environment of a periodic run.
-func periodicEnv(base []string, h *config.Handler) []string {
-	return jobEnv(base, event.PeriodicEnv(h.User, h.Event), TriggerPeriodic)
+// periodicEnv is the environment of a periodic run: IMSE_USER is the
+// handler's user (user), IMSE_EVENT its event, and no event fields.
+func periodicEnv(base []string, user, ev string) []string {
+	return jobEnv(base, event.PeriodicEnv(user, ev), TriggerPeriodic)
 }
 
 // recoveryEnv is the environment of a recovery run: like a periodic run,
-// the handler's user and event and no event fields.
-func recoveryEnv(base []string, h *config.Handler) []string {
-	return jobEnv(base, event.PeriodicEnv(h.User, h.Event), TriggerRecovery)
+// for user (the handler's, or the event user of a wildcard handler's
+// per-user state) and no event fields.
+func recoveryEnv(base []string, user, ev string) []string {
+	return jobEnv(base, event.PeriodicEnv(user, ev), TriggerRecovery)
 }
 
 // requestEnv is the environment of a manual or start run (trigger): like
-// a periodic run, the handler's user and event and no event fields.
-func requestEnv(base []string, h *config.Handler, trigger string) []string {
-	return jobEnv(base, event.PeriodicEnv(h.User, h.Event), trigger)
+// a recovery run.
+func requestEnv(base []string, user, ev, trigger string) []string {
+	return jobEnv(base, event.PeriodicEnv(user, ev), trigger)
 }
 
 func sortedEnv(vars map[string]string) []string {

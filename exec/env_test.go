@@ -75,7 +75,7 @@ func TestJobEnvIMSEWins(t *testing.T) {
 		seen[k] = true
 	}
 
-	m = envOf(Job{Env: periodicEnv(BaseEnv(h), h)})
+	m = envOf(Job{Env: periodicEnv(BaseEnv(h), h.User, h.Event)})
 	if m["IMSE_TRIGGER"] != "periodic" || m["IMSE_USER"] != "alice" || m["KEEP"] != "yes" {
 		t.Errorf("periodic env %v", m)
 	}

@@ -65,6 +65,21 @@ type Options struct {
 	// Where the system has no subreaper (OpenBSD) it logs that and goes
 	// on without.
 	Subreaper bool
+	// OnIdle, when set, is called each time the Exec goes from idle to
+	// busy (false) or back (true); an Exec starts idle, and is not called
+	// for that. It is idle when no handler has a run pending, a command
+	// running (its program in the home being looked up included) or a
+	// retry waiting for its back-off, and no wildcard handler keeps any
+	// user's state (one waiting for its token bucket to refill counts as
+	// busy); armed periodic timers do not count. Calls come from one
+	// goroutine of their own, in the order of the transitions, never two
+	// at once and never with a lock of the Exec held, so OnIdle may call
+	// Idle or Status (but not Shutdown, which waits for it). States that
+	// come and go faster than OnIdle returns may be coalesced, but the
+	// last call always reports the current state. Exec processes started
+	// on demand use it to tell the parent when they may be stopped. None
+	// is made after Shutdown has returned.
+	OnIdle func(idle bool)
 }
 
 // Job is one run of a handler's command.
@@ -77,7 +92,16 @@ type Job struct {
 	// Attempt is 1 for a first attempt, 2 for the first retry of a failed
 	// run, 3 for the next...
 	Attempt int
-	Env     []string
+	// User is whose run it is: the event user of a wildcard handler's
+	// state (the IMSE_USER of its runs), Handler.User for an exact
+	// handler. Logs name it.
+	User string
+	// Path, when set, is the program to execute instead of Handler.Path:
+	// a program in the account's home ("~/rel") as lookupHook found it,
+	// absolute and with no symbolic link. It then is argv[0] too, followed
+	// by Handler.Command[1:].
+	Path string
+	Env  []string
 	// Started, when set, is called by the runner once the process exists,
 	// with its pid, before Run returns; never when it did not start.
 	Started func(pid int)
@@ -117,9 +141,22 @@ type Exec struct {
 	// before any handler's own lock, never after.
 	mu       sync.RWMutex
 	handlers []*handler
-	byUser   map[string][]*handler // the handlers of each cfg.User, in list order
+	byUser   map[string][]*handler // the exact handlers of each cfg.User, in list order
+	patterns []*handler            // the wildcard handlers (cfg.Pattern), in list order
 	started  bool
 	stopped  bool
+
+	// idleMu guards the idle count, taken after any other lock of the
+	// Exec and never before one: busy counts the exact handlers' states
+	// with something pending or running and the wildcard handlers'
+	// states. idleCh, when OnIdle is set, holds the latest transition for
+	// the goroutine that calls OnIdle (idleDone is closed when it has
+	// returned); idleClosed is set once Shutdown has closed it.
+	idleMu     sync.Mutex
+	busy       int
+	idleCh     chan bool
+	idleClosed bool
+	idleDone   chan struct{}
 
 	// ctx is passed to every run; cancelling it stops the commands still
 	// running when the shutdown grace period is over.
@@ -160,6 +197,11 @@ func New(o Options) *Exec {
 		x.runner = &CommandRunner{Log: x.log, KillOrphans: x.subreaper}
 	}
 	x.ctx, x.cancel = context.WithCancel(context.Background())
+	if o.OnIdle != nil {
+		x.idleCh = make(chan bool, 1)
+		x.idleDone = make(chan struct{})
+		go x.reportIdle(o.OnIdle)
+	}
 	for i := range o.Handlers {
 		x.handlers = append(x.handlers, newHandler(x, i, copyHandler(&o.Handlers[i])))
 	}
@@ -167,15 +209,85 @@ func New(o Options) *Exec {
 	return x
 }
 
-// index rebuilds byUser from handlers, so that an event costs the
-// handlers of its user only, not a scan of all of them (10,000 handlers
-// made Deliver most of the exec process's time, and the process fall
-// behind). x.mu must be held for writing, or x not yet shared.
+// index rebuilds byUser and patterns from handlers, so that an event
+// costs the exact handlers of its user only, not a scan of all of them
+// (10,000 handlers made Deliver most of the exec process's time, and the
+// process fall behind), and the wildcard handlers, which only a glob can
+// match. x.mu must be held for writing, or x not yet shared.
 func (x *Exec) index() {
 	x.byUser = make(map[string][]*handler, len(x.handlers))
+	x.patterns = nil
 	for _, h := range x.handlers {
+		if h.cfg.Pattern {
+			x.patterns = append(x.patterns, h)
+			continue
+		}
 		x.byUser[h.cfg.User] = append(x.byUser[h.cfg.User], h)
 	}
+}
+
+// setBusy records whether an exact handler's state is busy (*b is its
+// last recorded value). Must be called with the handler's mu held.
+func (x *Exec) setBusy(b *bool, busy bool) {
+	if *b == busy {
+		return
+	}
+	*b = busy
+	if busy {
+		x.busyAdd(1)
+	} else {
+		x.busyAdd(-1)
+	}
+}
+
+// busyAdd changes the count of busy states by d and hands a transition
+// between idle and busy to the goroutine calling OnIdle. The channel
+// holds one state: an older one not yet taken is replaced by the new, so
+// this never blocks, and the last state the goroutine takes is always
+// the current one.
+func (x *Exec) busyAdd(d int) {
+	x.idleMu.Lock()
+	defer x.idleMu.Unlock()
+	was := x.busy == 0
+	x.busy += d
+	if x.busy < 0 {
+		panic("exec: busy count below zero")
+	}
+	idle := x.busy == 0
+	if idle == was || x.idleCh == nil || x.idleClosed {
+		return
+	}
+	select {
+	case x.idleCh <- idle:
+	default:
+		// Full: only this function sends, with idleMu held, so once the
+		// stale state is taken (here or by the goroutine) there is room.
+		select {
+		case <-x.idleCh:
+		default:
+		}
+		x.idleCh <- idle
+	}
+}
+
+// reportIdle calls onIdle for each transition, leaving out a state equal
+// to the last one reported (which is what a replaced state can leave).
+func (x *Exec) reportIdle(onIdle func(bool)) {
+	defer close(x.idleDone)
+	last := true
+	for idle := range x.idleCh {
+		if idle != last {
+			last = idle
+			onIdle(idle)
+		}
+	}
+}
+
+// Idle reports whether the Exec is idle, as Options.OnIdle defines it.
+func (x *Exec) Idle() bool {
+	x.idleMu.Lock()
+	defer x.idleMu.Unlock()
+	return x.busy == 0
 }
 
 // copyHandler copies a handler so that the pointer in jobs stays valid and
@@ -236,15 +348,34 @@ func (x *Exec) Start() {
 	}
 }
 
-// Deliver hands an event to every handler that matches it (user exactly,
-// event name, and the remote address against the handler's ip list when
-// it has one) and returns how many matched. It never blocks on a command.
+// Deliver hands an event to every handler that matches it (the user
+// exactly, or by a wildcard handler's glob; the event name; and the
+// remote address against the handler's ip list when it has one) and
+// returns how many matched. A wildcard handler whose run_as has
+// %-variables (config.Handler.Dynamic) matches only when run_as names
+// this process's account for the event's user: otherwise the event is
+// another process's, and a warn line says so (at most one a minute per
+// handler, with the count of those held back). It never blocks on a
+// command.
 func (x *Exec) Deliver(ev event.Event, remote netip.AddrPort) int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	n := 0
 	for _, h := range x.byUser[ev.User] {
 		if !h.matches(&ev, remote) {
+			continue
+		}
+		n++
+		h.deliver(ev, remote)
+	}
+	for _, h := range x.patterns {
+		if !h.matches(&ev, remote) {
+			continue
+		}
+		if name, ok := h.forAccount(ev.User); !ok {
+			h.unmatched.Log(context.Background(), h.log, slog.LevelWarn, "",
+				"event for another account not run: run_as names another account for its user",
+				"user", ev.User, "run_as", name, "account", h.cfg.Account.Name)
 			continue
 		}
 		n++
@@ -258,16 +389,20 @@ func (x *Exec) Deliver(ev event.Event, remote netip.AddrPort) int {
 
 // Recover makes each handler run once (IMSE_TRIGGER=recovery) through its
 // normal scheduling: the daemon calls it when this process was restarted
-// or events for it may have been lost. A handler with a run pending (an
-// event, manual or start run, or a retry waiting for its back-off)
-// already has the run the recovery asks for; otherwise the recovery run
-// waits for the delay, a token and the running command like an event run,
-// and events that arrive meanwhile turn it into an event run.
-func (x *Exec) Recover() {
+// or events for it may have been lost. An exact handler runs once; a
+// wildcard handler once for each user it keeps state for and once for
+// each of users that it matches (and whose run_as names this process's
+// account, for a Dynamic handler), with IMSE_USER that user. A state with
+// a run pending (an event, manual or start run, or a retry waiting for
+// its back-off) already has the run the recovery asks for; otherwise the
+// recovery run waits for the delay, a token and the running command like
+// an event run, and events that arrive meanwhile turn it into an event
+// run.
+func (x *Exec) Recover(users ...string) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	for _, h := range x.handlers {
-		h.recover()
+		h.recover(users)
 	}
 }
 
@@ -275,7 +410,8 @@ func (x *Exec) Recover() {
 // configuration is the same as one in the old list (config.Handler.Same:
 // everything but Line and Number) keeps its state: pending events, timers,
 // token bucket, running command, a retry waiting for its back-off, and
-// the counts and last run that Status reports. Identical handlers pair up one to one, in
+// the counts and last run that Status reports; a wildcard handler keeps
+// every user's state. Identical handlers pair up one to one, in
 // order. Old handlers left without a pair stop scheduling: a pending run
 // is logged as dropped, and a running command finishes normally (Shutdown
 // still waits for it). New handlers start like those given to New, with
@@ -363,6 +499,13 @@ func (x *Exec) Shutdown(grace time.Duration) {
 			t.Stop()
 		}
 		x.cancel()
+		if x.idleCh != nil {
+			x.idleMu.Lock()
+			x.idleClosed = true
+			close(x.idleCh)
+			x.idleMu.Unlock()
+			<-x.idleDone
+		}
 		if x.subreaper {
 			close(x.reaperDone)
 			x.reaperWG.Wait()

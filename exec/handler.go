@@ -1,7 +1,10 @@
 package exec
 
 import (
+	"context"
+	"errors"
 	"log/slog"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -14,10 +17,11 @@ import (
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/internal/prefix"
+	"github.com/imserious/imserious/logging"
 )
 
-// phase is where a handler's pending run (an event, recovery, manual or
-// start run, or the retry of a failed run) stands.
+// phase is where a pending run (an event, recovery, manual or start run,
+// or the retry of a failed run) stands.
 type phase int
 
 const (
@@ -35,6 +39,11 @@ const (
 // every retry.
 const MaxRetryBackoff = 10 * time.Minute
 
+// unmatchedEvery is how often a wildcard handler may log that an event
+// was for another account's exec process (with the count of those held
+// back in between).
+const unmatchedEvery = time.Minute
+
 // triggerRank orders the triggers a pending run may cover: a run keeps
 // the strongest of those merged into it as its IMSE_TRIGGER. An event
 // carries the event's fields; a manual run is the operator's; the others
@@ -51,28 +60,64 @@ func triggerRank(t string) int {
 	return 0 // TriggerRecovery
 }
 
-// handler is the scheduling state machine of one [[handler]]. Everything
-// is driven by Clock timers and by runs ending: an idle handler has at most
-// its periodic timer armed and no goroutine.
+// handler is one [[handler]]: its configuration, how logs name it, and
+// the scheduling state of its runs. An exact handler has one state
+// machine (one); a wildcard handler (cfg.Pattern) one per event user
+// (users), made on the first event or request for that user and freed
+// once nothing is pending or running and its token bucket is full again,
+// so that an idle user costs nothing. mu guards the handler and every one
+// of its states.
 type handler struct {
 	x    *Exec
 	cfg  *config.Handler
 	ip   []netip.Prefix // cfg.IP as prefix.Contains wants them
 	base []string       // BaseEnv(cfg), computed once
-	lim  *rate.Limiter
+	// The token bucket of each state: limit_period and limit_burst.
+	limit rate.Limit
+	burst int
+	// hookRel is, for a program in the account's home ("~/rel",
+	// config.HomeRelative), its path below the home, looked up at each
+	// launch (lookupHook); "" for a program resolved by config.
+	hookRel string
+	// unmatched limits the warn line for events a Dynamic handler's
+	// run_as gives to another account (nil for other handlers).
+	unmatched *logging.Limiter
 
 	mu sync.Mutex
 	// index is the handler's place in the current list and number its
 	// place in the file (config.Handler.Number, the N of handler[N] in
 	// configuration errors), which names it in logs; Update may change
 	// both.
-	index    int
-	number   int
-	line     int
-	log      *slog.Logger
-	stopped  bool
+	index   int
+	number  int
+	line    int
+	log     *slog.Logger
+	stopped bool
+	// runs counts the runs launched (retries included) and failures the
+	// runs that ended and failed, of every state, freed ones included;
+	// lastRun is the last run of any state that ended.
+	runs     int
+	failures int
+	lastRun  *RunInfo
+	one      *sched            // an exact handler's state; nil for a wildcard handler
+	users    map[string]*sched // a wildcard handler's states, by event user; nil for an exact one
+}
+
+// sched is the scheduling state machine of one handler for one user: the
+// handler's own user for an exact handler, an event user for a wildcard
+// one. Everything is driven by Clock timers and by runs ending: an idle
+// state has at most its periodic timer armed (a wildcard handler's, at
+// most the timer for its bucket's refill) and no goroutine. Its handler's
+// mu guards it.
+type sched struct {
+	h    *handler
+	user string
+	lim  *rate.Limiter
+	lg   *slog.Logger // a wildcard handler's state's logger, made when first needed
+
+	busy     bool // an exact handler's state is counted busy in Exec's idle count
 	running  bool
-	runs     int // runs launched so far, retries included
+	runs     int // runs launched for this state, retries included
 	failures int // runs that ended and failed
 	phase    phase
 	// The pending run: its trigger (TriggerEvent, TriggerRecovery,
@@ -85,14 +130,23 @@ type handler struct {
 	// free is set once a manual or start request is merged into the
 	// pending run: it then neither waits for nor spends a token.
 	free bool
-	// resv is the token reserved for the pending run in waitToken, given
-	// back when a manual request makes the run free.
-	resv *rate.Reservation
+	// resv is the token reserved for the pending run, due at resvAt;
+	// given back when a manual request makes the run free in waitToken.
+	resv   *rate.Reservation
+	resvAt time.Time
+	// spent, for a program in the home, is the token the running run
+	// took, due at spentAt: given back when no hook is found.
+	spent   *rate.Reservation
+	spentAt time.Time
 	// retry is the run waitRetry will start: the failed run's job with
 	// its next Attempt and environment.
-	retry Job
-	// due is when the wait timer fires (waitDelay, waitToken, waitRetry).
+	retry *Job
+	// due is when the wait timer fires (waitDelay, waitToken, waitRetry,
+	// and refill).
 	due time.Time
+	// refill is set while wait is the timer of a wildcard handler's idle
+	// state, which fires when its token bucket is full again.
+	refill bool
 
 	// The running run (running): when it started, on the handler's
 	// clock, and its pid once the runner has reported it.
@@ -119,7 +173,7 @@ func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
 	if cfg.LimitPeriod > 0 {
 		limit = rate.Every(cfg.LimitPeriod)
 	}
-	return &handler{
+	h := &handler{
 		x:      x,
 		cfg:    cfg,
 		ip:     prefix.Normalize(cfg.IP),
@@ -128,18 +182,36 @@ func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
 		line:   cfg.Line,
 		log:    handlerLog(x.log, i, cfg.Number, cfg.Line, cfg),
 		base:   BaseEnv(cfg),
-		lim:    rate.NewLimiter(limit, burst),
+		limit:  limit,
+		burst:  burst,
 	}
+	if rel, ok := config.HomeRelative(cfg.Path); ok {
+		h.hookRel = rel
+	}
+	if cfg.Pattern {
+		h.users = make(map[string]*sched)
+		if cfg.Dynamic {
+			h.unmatched = logging.NewLimiter(unmatchedEvery, 1, x.clock)
+		}
+	} else {
+		h.one = &sched{h: h, user: cfg.User, lim: rate.NewLimiter(limit, burst)}
+	}
+	return h
 }
 
 // handlerLog names a handler in logs: its number in the file (its index
 // in the current list when it has none), the line of its [[handler]]
-// header when known, its user and event.
+// header when known, its user (for a wildcard handler, its pattern: the
+// user of each line is the event's) and event.
 func handlerLog(log *slog.Logger, index, number, line int, cfg *config.Handler) *slog.Logger {
-	if line > 0 {
-		return log.With("handler", label(index, number), "line", line, "user", cfg.User, "event", cfg.Event)
+	user := "user"
+	if cfg.Pattern {
+		user = "pattern"
 	}
-	return log.With("handler", label(index, number), "user", cfg.User, "event", cfg.Event)
+	if line > 0 {
+		return log.With("handler", label(index, number), "line", line, user, cfg.User, "event", cfg.Event)
+	}
+	return log.With("handler", label(index, number), user, cfg.User, "event", cfg.Event)
 }
 
 // label is what the "handler" field of a log line says: the handler's
@@ -159,13 +231,61 @@ func (h *handler) relabel(index, number, line int) {
 	defer h.mu.Unlock()
 	h.index, h.number, h.line = index, number, line
 	h.log = handlerLog(h.x.log, index, number, line, h.cfg)
+	for _, s := range h.users {
+		s.lg = nil
+	}
 }
 
-// matches reports whether ev is for this handler. The peer is compared by
+// userLog is h's logger for a line about user. Must be called with mu
+// held.
+func (h *handler) userLog(user string) *slog.Logger {
+	if h.cfg.Pattern {
+		return h.log.With("user", user)
+	}
+	return h.log
+}
+
+// log is the state's logger: its handler's, with the user for a wildcard
+// handler's state (made once, when first needed). Must be called with
+// the handler's mu held.
+func (s *sched) log() *slog.Logger {
+	h := s.h
+	if h.one == s {
+		return h.log
+	}
+	if s.lg == nil {
+		s.lg = h.log.With("user", s.user)
+	}
+	return s.lg
+}
+
+// debugOn reports whether the handler logs at debug level.
+func (s *sched) debugOn() bool {
+	return s.h.log.Enabled(context.Background(), slog.LevelDebug)
+}
+
+// debug logs at debug level, making no per-user logger when that level
+// is off.
+func (s *sched) debug(msg string, args ...any) {
+	if s.debugOn() {
+		s.log().Debug(msg, args...)
+	}
+}
+
+// matches reports whether ev is for this handler: its user (exactly, or
+// by the handler's glob, config.MatchUser), its event and, when the
+// handler has an ip list, the peer. The peer is compared by
 // internal/prefix, as the network process compares it: IPv4-mapped peers
 // as IPv4, and a link-local peer with a zone by its address.
 func (h *handler) matches(ev *event.Event, remote netip.AddrPort) bool {
-	if ev.User != h.cfg.User || ev.Event != h.cfg.Event {
+	if ev.Event != h.cfg.Event {
+		return false
+	}
+	if h.cfg.Pattern {
+		if !config.MatchUser(h.cfg.User, ev.User) {
+			return false
+		}
+	} else if ev.User != h.cfg.User {
 		return false
 	}
 	if len(h.ip) == 0 {
@@ -174,42 +294,130 @@ func (h *handler) matches(ev *event.Event, remote netip.AddrPort) bool {
 	return prefix.Contains(h.ip, remote.Addr())
 }
 
-func (h *handler) start() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !h.stopped && !h.running && h.periodic == nil {
-		h.armPeriodic()
+// forAccount reports whether a run for user, which the handler's user
+// matches, belongs in this process: always, unless the handler is
+// Dynamic, whose run_as must then name this process's account for user
+// (config.ExpandRunAs). It returns the account run_as names.
+func (h *handler) forAccount(user string) (string, bool) {
+	if !h.cfg.Dynamic {
+		return h.cfg.Account.Name, true
+	}
+	name, err := config.ExpandRunAs(h.cfg.RunAs, user)
+	return name, err == nil && name == h.cfg.Account.Name
+}
+
+// state returns the state of user's runs for new work, making it for a
+// wildcard handler when user has none, and stopping the refill timer of
+// an idle one. Must be called with mu held and the handler not stopped.
+func (h *handler) state(user string) *sched {
+	if h.one != nil {
+		return h.one
+	}
+	s := h.users[user]
+	if s == nil {
+		// A copy: a user cut from a larger string must not keep it
+		// alive.
+		s = &sched{h: h, user: strings.Clone(user), lim: rate.NewLimiter(h.limit, h.burst)}
+		h.users[s.user] = s
+		h.x.busyAdd(1)
+		return s
+	}
+	if s.refill {
+		s.stopWait()
+	}
+	return s
+}
+
+// settle is called after every change to s, with mu held: it keeps
+// Exec's idle count, and frees a wildcard handler's state once nothing is
+// pending or running and its token bucket is full again, arming a timer
+// for the refill when it is not yet (a stopped handler's state is freed
+// at once).
+func (h *handler) settle(s *sched) {
+	if h.one == s {
+		h.x.setBusy(&s.busy, s.running || s.phase != noPending)
+		return
+	}
+	if s.running || s.phase != noPending || s.refill {
+		return
+	}
+	if !h.stopped {
+		if d := s.refillIn(h.x.clock.Now()); d > 0 {
+			s.armWait(d, (*sched).refilled)
+			s.refill = true
+			return
+		}
+	}
+	s.stopWait()
+	if h.users[s.user] == s {
+		delete(h.users, s.user)
+		h.x.busyAdd(-1)
 	}
 }
 
+// refillIn is how long s's token bucket takes to be full again.
+func (s *sched) refillIn(now time.Time) time.Duration {
+	h := s.h
+	if h.limit == rate.Inf {
+		return 0
+	}
+	missing := float64(h.burst) - s.lim.TokensAt(now)
+	// A millionth of a token is rounding, not a token spent.
+	if missing <= 1e-6 {
+		return 0
+	}
+	return time.Duration(math.Ceil(missing * float64(h.cfg.LimitPeriod)))
+}
+
+// refilled is the refill timer's callback: settle, which follows every
+// callback, frees the state.
+func (s *sched) refilled() {}
+
+func (h *handler) start() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s := h.one; s != nil && !h.stopped && !s.running && s.periodic == nil {
+		s.armPeriodic()
+	}
+}
+
+// deliver hands ev, which matches, to the state of its user.
 func (h *handler) deliver(ev event.Event, remote netip.AddrPort) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopped {
-		h.log.Warn("event after shutdown dropped", "remote", remote.String())
+		h.userLog(ev.User).Warn("event after shutdown dropped", "remote", remote.String())
 		return
 	}
-	if h.phase == waitRetry {
+	s := h.state(ev.User)
+	s.deliver(ev, remote)
+	h.settle(s)
+}
+
+func (s *sched) deliver(ev event.Event, remote netip.AddrPort) {
+	if s.phase == waitRetry {
 		// A new event starts a normal run, which covers the retry.
-		h.dropRetry(TriggerEvent)
+		s.dropRetry(TriggerEvent)
 	}
-	if h.phase == noPending {
-		h.count = 0
+	if s.phase == noPending {
+		s.count = 0
 	}
-	prev := h.trigger
+	prev := s.trigger
 	// An event turns a pending recovery, manual or start run into an
 	// event run: it runs as scheduled, with the event's fields.
-	h.trigger = TriggerEvent
-	h.count++
-	h.last = ev
-	h.remote = remote
+	s.trigger = TriggerEvent
+	s.count++
+	s.last = ev
+	s.remote = remote
 	switch {
-	case h.phase != noPending && prev != TriggerEvent:
-		h.log.Debug("event turns the pending " + prev + " run into an event run")
-	case h.phase != noPending:
-		h.log.Debug("event coalesced into pending run", "count", h.count)
+	case s.phase == noPending:
+		s.schedule("event")
+	case !s.debugOn():
+		// The hot path under load: nothing logged, nothing boxed.
+	case prev != TriggerEvent:
+		s.log().Debug("event turns the pending " + prev + " run into an event run")
 	default:
-		h.schedule("event")
+		s.log().Debug("event coalesced into pending run", "count", s.count)
 	}
 }
 
@@ -217,43 +425,85 @@ func (h *handler) deliver(ev event.Event, remote netip.AddrPort) {
 // logged):
 // after the running command, after the delay, or through the limiter.
 // Must be called with mu held and no run pending.
-func (h *handler) schedule(what string) {
+func (s *sched) schedule(what string) {
 	switch {
-	case h.running:
+	case s.running:
 		// Not idle: no new delay, the run after this one goes through
 		// the limiter when the command ends.
-		h.phase = waitRun
-		h.log.Debug("run pending until the running command ends", "trigger", what)
-	case h.cfg.Delay > 0:
+		s.phase = waitRun
+		s.debug("run pending until the running command ends", "trigger", what)
+	case s.h.cfg.Delay > 0:
 		// A burst starts; later events do not extend the delay.
-		h.phase = waitDelay
-		h.armWait(h.cfg.Delay, h.delayDone)
-		h.log.Debug("burst started, run delayed", "trigger", what, "delay", h.cfg.Delay.String())
+		s.phase = waitDelay
+		s.armWait(s.h.cfg.Delay, (*sched).delayDone)
+		s.debug("burst started, run delayed", "trigger", what, "delay", s.h.cfg.Delay.String())
 	default:
-		h.acquire()
+		s.acquire()
 	}
 }
 
-// recover schedules a recovery run unless a run is pending already, which
-// covers it: the pending run, a retry waiting for its back-off included,
-// starts after the recovery was asked for.
-func (h *handler) recover() {
+// recover schedules a recovery run of the handler: of its one state, or
+// of every state of a wildcard handler and of each of users that it
+// matches and that belongs in this process (forAccount).
+func (h *handler) recover(users []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopped {
 		h.log.Warn("recovery after shutdown dropped")
 		return
 	}
-	if h.phase != noPending {
-		h.log.Debug("recovery coalesced into pending run", "trigger", h.trigger, "count", h.count)
+	if h.one != nil {
+		h.one.recover()
+		h.settle(h.one)
 		return
 	}
-	h.trigger = TriggerRecovery
-	h.count = 0
-	h.last = event.Event{}
-	h.remote = netip.AddrPort{}
-	h.free = false
-	h.schedule("recovery")
+	for _, s := range h.users {
+		if s.refill {
+			s.stopWait()
+		}
+		s.recover()
+		h.settle(s)
+	}
+	for _, u := range users {
+		if !config.MatchUser(h.cfg.User, u) {
+			continue
+		}
+		if _, ok := h.forAccount(u); !ok {
+			continue
+		}
+		s := h.state(u)
+		s.recover()
+		h.settle(s)
+	}
+}
+
+// recover schedules a recovery run unless a run is pending already, which
+// covers it: the pending run, a retry waiting for its back-off included,
+// starts after the recovery was asked for.
+func (s *sched) recover() {
+	if s.phase != noPending {
+		s.debug("recovery coalesced into pending run", "trigger", s.trigger, "count", s.count)
+		return
+	}
+	s.trigger = TriggerRecovery
+	s.count = 0
+	s.last = event.Event{}
+	s.remote = netip.AddrPort{}
+	s.free = false
+	s.schedule("recovery")
+}
+
+// request asks for a manual or start run (trigger) of user's state.
+func (h *handler) request(user, trigger string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		h.userLog(user).Warn(trigger+" run after shutdown dropped", "trigger", trigger)
+		return
+	}
+	s := h.state(user)
+	s.request(trigger)
+	h.settle(s)
 }
 
 // request asks for a manual or start run (trigger): through the delay
@@ -262,226 +512,292 @@ func (h *handler) recover() {
 // token starts at once, and gives the token back); a running command
 // covers it, as the operator asked for a run and one is running; a retry
 // waiting for its back-off is dropped for it, as for an event.
-func (h *handler) request(trigger string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stopped {
-		h.log.Warn(trigger+" run after shutdown dropped", "trigger", trigger)
-		return
-	}
-	h.log.Info("run requested", "trigger", trigger)
-	if h.phase == waitRetry {
-		h.dropRetry(trigger)
+func (s *sched) request(trigger string) {
+	s.log().Info("run requested", "trigger", trigger)
+	if s.phase == waitRetry {
+		s.dropRetry(trigger)
 	}
 	switch {
-	case h.phase != noPending:
-		h.free = true
-		if triggerRank(trigger) > triggerRank(h.trigger) {
-			h.trigger = trigger
+	case s.phase != noPending:
+		s.free = true
+		if triggerRank(trigger) > triggerRank(s.trigger) {
+			s.trigger = trigger
 		}
-		h.log.Debug(trigger+" run merged into pending run", "pending", h.trigger, "count", h.count)
-		if h.phase == waitToken {
-			h.stopWait()
-			h.resv.CancelAt(h.x.clock.Now())
-			h.resv = nil
-			if h.running { // a periodic run started while waiting for the token
-				h.phase = waitRun
+		s.debug(trigger+" run merged into pending run", "pending", s.trigger, "count", s.count)
+		if s.phase == waitToken {
+			s.stopWait()
+			s.resv.CancelAt(s.h.x.clock.Now())
+			s.resv = nil
+			if s.running { // a periodic run started while waiting for the token
+				s.phase = waitRun
 				return
 			}
-			h.startPending()
+			s.startPending()
 		}
-	case h.running:
-		h.log.Debug(trigger + " run covered by the running command")
+	case s.running:
+		s.debug(trigger + " run covered by the running command")
 	default:
-		h.trigger = trigger
-		h.count = 0
-		h.last = event.Event{}
-		h.remote = netip.AddrPort{}
-		h.free = true
-		h.schedule(trigger)
+		s.trigger = trigger
+		s.count = 0
+		s.last = event.Event{}
+		s.remote = netip.AddrPort{}
+		s.free = true
+		s.schedule(trigger)
 	}
 }
 
 // dropRetry ends the back-off of a failed run: a new run (by, its
 // trigger) covers the retry, and counts as a first attempt. Must be
 // called with mu held in waitRetry.
-func (h *handler) dropRetry(by string) {
-	h.log.Debug("pending retry dropped: a new run covers it", "by", by, "attempt", h.retry.Attempt)
-	h.stopWait()
-	h.phase = noPending
-	h.trigger = ""
-	h.retry = Job{}
+func (s *sched) dropRetry(by string) {
+	s.debug("pending retry dropped: a new run covers it", "by", by, "attempt", s.retry.Attempt)
+	s.stopWait()
+	s.phase = noPending
+	s.trigger = ""
+	s.retry = nil
 }
 
 // acquire takes a token for the pending run and starts it, or arms
 // a timer for when the token is due. Over the limit a run is deferred,
 // never dropped. Must be called with mu held and no command running.
-func (h *handler) acquire() {
-	if h.free {
-		h.startPending()
+func (s *sched) acquire() {
+	if s.free {
+		s.startPending()
 		return
 	}
-	now := h.x.clock.Now()
-	r := h.lim.ReserveN(now, 1)
+	now := s.h.x.clock.Now()
+	r := s.lim.ReserveN(now, 1)
 	if !r.OK() {
 		// Cannot happen with burst >= 1; running is better than losing
 		// the event.
-		h.log.Error("rate limiter refused a reservation, running anyway")
-		h.startPending()
+		s.log().Error("rate limiter refused a reservation, running anyway")
+		s.startPending()
 		return
 	}
 	d := r.DelayFrom(now)
+	s.resv, s.resvAt = r, now.Add(d)
 	if d <= 0 {
-		h.startPending()
+		s.startPending()
 		return
 	}
-	h.phase = waitToken
-	h.resv = r
-	h.armWait(d, h.tokenDue)
-	h.log.Info("run deferred by rate limit", "wait", d.String(), "trigger", h.trigger, "count", h.count)
+	s.phase = waitToken
+	s.armWait(d, (*sched).tokenDue)
+	s.log().Info("run deferred by rate limit", "wait", d.String(), "trigger", s.trigger, "count", s.count)
 }
 
-func (h *handler) delayDone(gen uint64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stopped || gen != h.waitGen || h.phase != waitDelay {
+func (s *sched) delayDone() {
+	if s.phase != waitDelay {
 		return
 	}
-	h.wait = nil
-	h.due = time.Time{}
-	if h.running { // a periodic run started during the delay
-		h.phase = waitRun
+	if s.running { // a periodic run started during the delay
+		s.phase = waitRun
 		return
 	}
-	h.acquire()
+	s.acquire()
 }
 
 // retryDue starts the retry of a failed run. Nothing runs in waitRetry:
 // every launch ends it.
-func (h *handler) retryDue(gen uint64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stopped || gen != h.waitGen || h.phase != waitRetry {
+func (s *sched) retryDue() {
+	if s.phase != waitRetry {
 		return
 	}
-	h.wait = nil
-	h.due = time.Time{}
-	j := h.retry
-	h.retry = Job{}
-	h.phase = noPending
-	h.trigger = ""
-	j.Index, j.Number = h.index, h.number
-	h.launch(j)
+	j := *s.retry
+	s.retry = nil
+	s.phase = noPending
+	s.trigger = ""
+	j.Index, j.Number = s.h.index, s.h.number
+	s.launch(j)
 }
 
-func (h *handler) tokenDue(gen uint64) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stopped || gen != h.waitGen || h.phase != waitToken {
+func (s *sched) tokenDue() {
+	if s.phase != waitToken {
 		return
 	}
-	h.wait = nil
-	h.due = time.Time{}
-	h.resv = nil
-	if h.running { // a periodic run started while waiting for the token
-		h.phase = waitRunToken
+	if s.running { // a periodic run started while waiting for the token
+		s.phase = waitRunToken
 		return
 	}
-	h.startPending()
+	s.startPending()
 }
 
-func (h *handler) periodicDue(gen uint64) {
+func (s *sched) periodicDue(gen uint64) {
+	h := s.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.stopped || gen != h.periodicGen {
+	if h.stopped || gen != s.periodicGen {
 		return
 	}
-	h.periodic = nil
-	h.periodicAt = time.Time{}
-	if h.running {
+	s.periodic = nil
+	s.periodicAt = time.Time{}
+	if s.running {
 		// Not stacked: the periodic clock restarts when the run ends.
 		return
 	}
 	// Periodic runs neither wait for nor spend tokens, and leave a
 	// pending event run where it is; a retry waiting for its back-off
 	// is covered by them (launch drops it).
-	h.launch(Job{
+	s.launch(Job{
 		Handler: h.cfg,
 		Index:   h.index,
 		Number:  h.number,
 		Trigger: TriggerPeriodic,
 		Attempt: 1,
-		Env:     periodicEnv(h.base, h.cfg),
+		Env:     periodicEnv(h.base, s.user, h.cfg.Event),
 	})
+	h.settle(s)
 }
 
 // startPending starts the pending run: an event, recovery, manual or
 // start run. Must be called with mu held.
-func (h *handler) startPending() {
+func (s *sched) startPending() {
+	h := s.h
 	j := Job{
 		Handler: h.cfg,
 		Index:   h.index,
 		Number:  h.number,
-		Trigger: h.trigger,
+		Trigger: s.trigger,
 		Attempt: 1,
 	}
-	switch h.trigger {
+	switch s.trigger {
 	case TriggerEvent:
-		j.Count = h.count
-		j.Env = eventEnv(h.base, &h.last, h.count, h.remote)
+		j.Count = s.count
+		j.Env = eventEnv(h.base, &s.last, s.count, s.remote)
 	case TriggerManual, TriggerStart:
-		j.Env = requestEnv(h.base, h.cfg, h.trigger)
+		j.Env = requestEnv(h.base, s.user, h.cfg.Event, s.trigger)
 	default:
 		j.Trigger = TriggerRecovery
-		j.Env = recoveryEnv(h.base, h.cfg)
+		j.Env = recoveryEnv(h.base, s.user, h.cfg.Event)
 	}
-	h.phase = noPending
-	h.trigger = ""
-	h.count = 0
-	h.last = event.Event{}
-	h.remote = netip.AddrPort{}
-	h.free = false
-	h.resv = nil
-	h.launch(j)
+	if h.hookRel != "" && !s.free && s.resv != nil {
+		s.spent, s.spentAt = s.resv, s.resvAt
+	}
+	s.phase = noPending
+	s.trigger = ""
+	s.count = 0
+	s.last = event.Event{}
+	s.remote = netip.AddrPort{}
+	s.free = false
+	s.resv = nil
+	s.resvAt = time.Time{}
+	s.launch(j)
 }
 
 // launch runs j in its own goroutine. Must be called with mu held.
-func (h *handler) launch(j Job) {
-	if h.running || h.stopped {
+func (s *sched) launch(j Job) {
+	h := s.h
+	if s.running || h.stopped {
 		// The state machine never gets here; asserting it keeps a bug
 		// from running two copies of a command.
 		panic("exec: launch while running or stopped")
 	}
-	if h.phase == waitRetry {
-		h.dropRetry(j.Trigger) // a periodic run covers the retry
+	if s.phase == waitRetry {
+		s.dropRetry(j.Trigger) // a periodic run covers the retry
 	}
-	h.running = true
-	h.runs++
-	h.since = h.x.clock.Now()
-	h.pid = 0
+	s.running = true
+	hook := h.hookRel != ""
+	if !hook {
+		// A program in the home counts once it is found (found).
+		s.runs++
+		h.runs++
+	}
+	s.since = h.x.clock.Now()
+	s.pid = 0
 	// The periodic clock counts from the end of the last run.
-	h.stopPeriodic()
-	j.Started = h.started
+	s.stopPeriodic()
+	j.User = s.user
+	j.Started = s.started
 	h.x.wg.Add(1)
 	h.x.running.Add(1)
-	go func() {
-		defer h.x.wg.Done()
-		res := h.x.runner.Run(h.x.ctx, j)
-		h.x.running.Add(-1)
-		h.runEnded(&j, res)
-		if h.x.ended != nil {
-			h.x.ended(j.Index)
+	go s.run(j, hook)
+}
+
+// run is the goroutine of one launched run: it finds the program first
+// when it is in the account's home, runs it, and moves the state on.
+func (s *sched) run(j Job, hook bool) {
+	x := s.h.x
+	defer x.wg.Done()
+	if hook {
+		a := &s.h.cfg.Account
+		path, err := lookupHook(a.Home, a.UID, s.h.hookRel)
+		if err != nil {
+			x.running.Add(-1)
+			s.skipped(&j, err)
+			if x.ended != nil {
+				x.ended(j.Index)
+			}
+			return
 		}
-	}()
+		j.Path = path
+		s.found()
+	}
+	res := x.runner.Run(x.ctx, j)
+	x.running.Add(-1)
+	s.runEnded(&j, res)
+	if x.ended != nil {
+		x.ended(j.Index)
+	}
+}
+
+// found counts a run whose program in the home was found: it is
+// launched.
+func (s *sched) found() {
+	h := s.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s.runs++
+	h.runs++
+	s.spent = nil
+}
+
+// skipped moves on after a run whose program in the home is missing or
+// refused (err, from lookupHook): nothing ran, so nothing is counted,
+// recorded or retried, and the events the run covered are done. A
+// missing hook is no mistake (users opt in by creating it): a debug line,
+// and the token the run took is given back, so that a user without a hook
+// is not held to the rate limit and its state is freed at once. A refused
+// one is logged at warn and keeps its token, which bounds those lines by
+// the handler's limit.
+func (s *sched) skipped(j *Job, err error) {
+	h := s.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var refused *hookRefused
+	if errors.As(err, &refused) {
+		s.log().Warn("hook refused, nothing runs", "path", refused.Path, "reason", refused.Reason,
+			"program", h.cfg.Path, "trigger", j.Trigger)
+	} else {
+		s.debug("no hook, nothing runs", "program", h.cfg.Path, "err", err.Error(), "trigger", j.Trigger)
+		if s.spent != nil {
+			// At its own due time, when nothing else has reserved since:
+			// the bucket is as if the token had never been taken.
+			s.spent.CancelAt(s.spentAt)
+		}
+	}
+	s.spent = nil
+	s.running = false
+	s.since = time.Time{}
+	s.pid = 0
+	if !h.stopped {
+		s.armPeriodic()
+		switch s.phase {
+		case waitRun:
+			s.acquire()
+		case waitRunToken:
+			s.startPending()
+		}
+	}
+	h.settle(s)
 }
 
 // started records the pid of the running command, as the runner reports
-// it. Runs of a handler never overlap, so it is the running one's.
-func (h *handler) started(pid int) {
+// it. Runs of a state never overlap, so it is the running one's.
+func (s *sched) started(pid int) {
+	h := s.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.running {
-		h.pid = pid
+	if s.running {
+		s.pid = pid
 	}
 }
 
@@ -489,63 +805,68 @@ func (h *handler) started(pid int) {
 // clock restarts, and a pending run goes through the limiter (or starts,
 // its token due or not needed). A failed run with no run pending to cover
 // it is retried when the handler has retries left.
-func (h *handler) runEnded(j *Job, res Result) {
+func (s *sched) runEnded(j *Job, res Result) {
+	h := s.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer h.settle(s)
 	end := h.x.clock.Now()
 	failed := res.Failed()
-	info := &RunInfo{Start: h.since, Duration: end.Sub(h.since), Signal: res.Signal, Trigger: j.Trigger}
+	info := &RunInfo{Start: s.since, Duration: end.Sub(s.since), Signal: res.Signal, Trigger: j.Trigger}
 	if res.Err == nil && res.Signal == "" {
 		st := res.ExitStatus
 		info.ExitStatus = &st
 	}
+	s.lastRun = info
 	h.lastRun = info
 	if failed {
+		s.failures++
 		h.failures++
 	}
-	h.running = false
-	h.since = time.Time{}
-	h.pid = 0
+	s.running = false
+	s.since = time.Time{}
+	s.pid = 0
 	if h.stopped {
 		return
 	}
-	h.armPeriodic()
-	switch h.phase {
+	s.armPeriodic()
+	switch s.phase {
 	case waitRun:
-		h.acquire()
+		s.acquire()
 	case waitRunToken:
-		h.startPending()
+		s.startPending()
 	case noPending:
 		if failed {
-			h.retryFailed(j)
+			s.retryFailed(j)
 		}
 		return
 	}
 	if failed && h.cfg.Retries > 0 {
-		h.log.Debug("run failed; the pending run covers its retry", "attempt", j.Attempt)
+		s.debug("run failed; the pending run covers its retry", "attempt", j.Attempt)
 	}
 }
 
 // retryFailed schedules the retry of the failed run j, or says that
 // there is none left. Must be called with mu held and nothing pending or
 // running.
-func (h *handler) retryFailed(j *Job) {
-	if h.cfg.Retries <= 0 {
+func (s *sched) retryFailed(j *Job) {
+	cfg := s.h.cfg
+	if cfg.Retries <= 0 {
 		return
 	}
 	attempt := max(j.Attempt, 1)
-	if attempt > h.cfg.Retries {
-		h.log.Warn("run failed, retries exhausted", "attempts", attempt, "retries", h.cfg.Retries, "trigger", j.Trigger)
+	if attempt > cfg.Retries {
+		s.log().Warn("run failed, retries exhausted", "attempts", attempt, "retries", cfg.Retries, "trigger", j.Trigger)
 		return
 	}
-	d := retryBackoff(h.cfg.RetryBackoff, attempt)
+	d := retryBackoff(cfg.RetryBackoff, attempt)
 	next := attempt + 1
-	h.retry = Job{Handler: h.cfg, Trigger: TriggerRetry, Count: j.Count, Attempt: next, Env: retryEnv(j.Env, next)}
-	h.phase = waitRetry
-	h.trigger = TriggerRetry
-	h.armWait(d, h.retryDue)
-	h.log.Info("run failed, retrying", "attempt", next, "retries", h.cfg.Retries, "after", d.String(),
-		"due", h.due.Format(time.RFC3339), "trigger", j.Trigger)
+	s.retry = &Job{Handler: cfg, Trigger: TriggerRetry, Count: j.Count, Attempt: next, Env: retryEnv(j.Env, next)}
+	s.phase = waitRetry
+	s.trigger = TriggerRetry
+	s.armWait(d, (*sched).retryDue)
+	s.log().Info("run failed, retrying", "attempt", next, "retries", cfg.Retries, "after", d.String(),
+		"due", s.due.Format(time.RFC3339), "trigger", j.Trigger)
 }
 
 // retryBackoff is how long the retry after the failed attempt waits:
@@ -580,62 +901,108 @@ func retryEnv(env []string, attempt int) []string {
 	return jobEnv(base, imse, TriggerRetry)
 }
 
-// stop ends all scheduling, logs a pending run that will not happen
-// (why: "shutdown" or "reload") and reports whether a command is still
-// running; it is left to finish.
-func (h *handler) stop(why string) bool {
+// maxDroppedLines is how many users' dropped runs a wildcard handler
+// logs one by one when it stops; the rest are counted in one line.
+const maxDroppedLines = 10
+
+// stop ends all scheduling, logs each pending run that will not happen
+// (why: "shutdown" or "reload"), and frees the states of a wildcard
+// handler that run nothing. Running commands are left to finish.
+func (h *handler) stop(why string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stopped = true
-	h.stopWait()
-	h.stopPeriodic()
-	if h.phase != noPending {
-		if h.phase == waitRetry {
-			h.log.Warn("pending run dropped at "+why, "trigger", h.trigger, "attempt", h.retry.Attempt)
-		} else {
-			h.log.Warn("pending run dropped at "+why, "trigger", h.trigger, "count", h.count, "remote", h.remote.String())
-		}
-		h.phase = noPending
-		h.count = 0
-		h.trigger = ""
-		h.free = false
-		h.resv = nil
-		h.retry = Job{}
-	}
-	return h.running
-}
-
-func (h *handler) armWait(d time.Duration, f func(uint64)) {
-	h.stopWait()
-	gen := h.waitGen
-	h.due = h.x.clock.Now().Add(d)
-	h.wait = h.x.clock.AfterFunc(d, func() { f(gen) })
-}
-
-func (h *handler) stopWait() {
-	h.waitGen++
-	h.due = time.Time{}
-	if h.wait != nil {
-		h.wait.Stop()
-		h.wait = nil
-	}
-}
-
-func (h *handler) armPeriodic() {
-	h.stopPeriodic()
-	if h.cfg.Periodic <= 0 {
+	if h.one != nil {
+		h.one.stop(why, true)
+		h.settle(h.one)
 		return
 	}
-	gen := h.periodicGen
-	h.periodicAt = h.x.clock.Now().Add(h.cfg.Periodic)
-	h.periodic = h.x.clock.AfterFunc(h.cfg.Periodic, func() { h.periodicDue(gen) })
+	dropped := 0
+	for _, s := range h.users {
+		if s.stop(why, dropped < maxDroppedLines) {
+			dropped++
+		}
+		h.settle(s)
+	}
+	if dropped > maxDroppedLines {
+		h.log.Warn("pending runs dropped at "+why, "users", dropped-maxDroppedLines, "more", true)
+	}
 }
 
-func (h *handler) stopPeriodic() {
-	h.periodicGen++
-	h.periodicAt = time.Time{}
-	if h.periodic != nil {
-		h.periodic.Stop()
-		h.periodic = nil
+// stop ends the state's scheduling and reports whether a run was
+// pending, which it logs when logIt is set.
+func (s *sched) stop(why string, logIt bool) bool {
+	s.stopWait()
+	s.stopPeriodic()
+	if s.phase == noPending {
+		return false
+	}
+	if logIt {
+		if s.phase == waitRetry {
+			s.log().Warn("pending run dropped at "+why, "trigger", s.trigger, "attempt", s.retry.Attempt)
+		} else {
+			s.log().Warn("pending run dropped at "+why, "trigger", s.trigger, "count", s.count, "remote", s.remote.String())
+		}
+	}
+	s.phase = noPending
+	s.count = 0
+	s.trigger = ""
+	s.free = false
+	s.resv = nil
+	s.retry = nil
+	s.last = event.Event{}
+	return true
+}
+
+// armWait arms the wait timer: f runs after d, with mu held, unless the
+// timer was stopped or rearmed since, or the handler stopped; settle
+// follows it.
+func (s *sched) armWait(d time.Duration, f func(*sched)) {
+	s.stopWait()
+	gen := s.waitGen
+	s.due = s.h.x.clock.Now().Add(d)
+	s.wait = s.h.x.clock.AfterFunc(d, func() { s.waitDue(gen, f) })
+}
+
+func (s *sched) waitDue(gen uint64, f func(*sched)) {
+	h := s.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped || gen != s.waitGen {
+		return
+	}
+	s.wait = nil
+	s.due = time.Time{}
+	s.refill = false
+	f(s)
+	h.settle(s)
+}
+
+func (s *sched) stopWait() {
+	s.waitGen++
+	s.due = time.Time{}
+	s.refill = false
+	if s.wait != nil {
+		s.wait.Stop()
+		s.wait = nil
+	}
+}
+
+func (s *sched) armPeriodic() {
+	s.stopPeriodic()
+	if s.h.cfg.Periodic <= 0 || s.h.one != s {
+		return // config refuses periodic on a wildcard handler
+	}
+	gen := s.periodicGen
+	s.periodicAt = s.h.x.clock.Now().Add(s.h.cfg.Periodic)
+	s.periodic = s.h.x.clock.AfterFunc(s.h.cfg.Periodic, func() { s.periodicDue(gen) })
+}
+
+func (s *sched) stopPeriodic() {
+	s.periodicGen++
+	s.periodicAt = time.Time{}
+	if s.periodic != nil {
+		s.periodic.Stop()
+		s.periodic = nil
 	}
 }

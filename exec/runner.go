@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	osexec "os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -64,7 +65,11 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) Result {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("handler", label(j.Index, j.Number), "user", h.User, "trigger", j.Trigger)
+	user := j.User
+	if user == "" {
+		user = h.User
+	}
+	log = log.With("handler", label(j.Index, j.Number), "user", user, "trigger", j.Trigger)
 	if j.Attempt > 1 {
 		log = log.With("attempt", j.Attempt)
 	}
@@ -74,23 +79,43 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) Result {
 		grace = DefaultKillGrace
 	}
 
+	// The program: the handler's, resolved by config, or one in the
+	// account's home as the scheduler found it (Job.Path).
+	path := h.Path
+	// argv[0] as the operator wrote it; path is what gets executed.
+	args := append([]string(nil), h.Command...)
+	if j.Path != "" {
+		// A user's hook: argv[0] is the file found, then the
+		// handler's arguments.
+		path = j.Path
+		args = append([]string{path}, args[min(1, len(args)):]...)
+	}
+	if len(args) == 0 {
+		args = []string{path}
+	}
+
+	// Security: a program that is not an absolute path (a "~/" one not
+	// looked up, which os/exec would take relative to the home without
+	// any of lookupHook's checks) is never started.
+	if !filepath.IsAbs(path) {
+		log.Error("command not started: its program is not an absolute path", "path", path)
+		res.Start, res.Err = time.Now(), fmt.Errorf("program %q is not an absolute path", path)
+		return res
+	}
+
 	// Security: execve fails with E2BIG on an environment over the
 	// kernel's limits; that is checked here with a clear message rather
 	// than left to a failed start.
 	if err := envFits(j.Env); err != nil {
-		log.Error("command not started: its environment cannot be passed to execve", "path", h.Path, "err", err)
+		log.Error("command not started: its environment cannot be passed to execve", "path", path, "err", err)
 		res.Start, res.Err = time.Now(), fmt.Errorf("environment cannot be passed to execve: %w", err)
 		return res
 	}
 
 	// No context: the run's own watch signals the whole group, where
 	// os/exec's Cancel would signal the leader only.
-	cmd := osexec.Command(h.Path)
-	// argv[0] as the operator wrote it; Path is what gets executed.
-	cmd.Args = append([]string(nil), h.Command...)
-	if len(cmd.Args) == 0 {
-		cmd.Args = []string{h.Path}
-	}
+	cmd := osexec.Command(path)
+	cmd.Args = args
 	// Security: a nil Env would hand the daemon's environment to the
 	// command; an empty, non-nil one passes nothing.
 	cmd.Env = append(make([]string, 0, len(j.Env)), j.Env...)
@@ -116,7 +141,7 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) Result {
 	// reach the user's command. Refuse rather than leak it.
 	if err := privsep.CloseOnExecFrom(3); err != nil {
 		out.started(0)
-		log.Error("command not started: cannot make descriptors close-on-exec", "path", h.Path, "err", err)
+		log.Error("command not started: cannot make descriptors close-on-exec", "path", path, "err", err)
 		res.Start, res.Err = time.Now(), fmt.Errorf("cannot make descriptors close-on-exec: %w", err)
 		return res
 	}
@@ -125,13 +150,13 @@ func (r *CommandRunner) Run(ctx context.Context, j Job) Result {
 	l, err := startCommand(cmd)
 	if err != nil {
 		out.started(0)
-		log.Error("command failed to start", "path", h.Path, "err", err)
+		log.Error("command failed to start", "path", path, "err", err)
 		res.Err, res.Duration = err, time.Since(begin)
 		return res
 	}
 	pid := cmd.Process.Pid
 	out.started(pid)
-	log.Info("command started", "pid", pid, "path", h.Path, "count", j.Count)
+	log.Info("command started", "pid", pid, "path", path, "count", j.Count)
 	if j.Started != nil {
 		j.Started(pid)
 	}

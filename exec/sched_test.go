@@ -152,6 +152,13 @@ type harness struct {
 
 func newHarness(t *testing.T, hs ...config.Handler) *harness {
 	t.Helper()
+	return newHarnessWith(t, Options{}, hs...)
+}
+
+// newHarnessWith is newHarness with more options: o's Handlers, Log,
+// Clock and Runner are the harness's.
+func newHarnessWith(t *testing.T, o Options, hs ...config.Handler) *harness {
+	t.Helper()
 	h := &harness{
 		t:      t,
 		clock:  clocktest.New(epoch),
@@ -159,7 +166,8 @@ func newHarness(t *testing.T, hs ...config.Handler) *harness {
 		ended:  make(chan int, 100),
 		logs:   &logBuf{},
 	}
-	h.x = New(Options{Handlers: hs, Log: newLogger(h.logs), Clock: h.clock, Runner: h.runner})
+	o.Handlers, o.Log, o.Clock, o.Runner = hs, newLogger(h.logs), h.clock, h.runner
+	h.x = New(o)
 	h.x.ended = func(i int) { h.ended <- i }
 	t.Cleanup(func() { h.x.Shutdown(0) })
 	return h
@@ -666,7 +674,7 @@ func TestDeliverFilters(t *testing.T) {
 		for j, w := range c.want {
 			hd := h.x.handlers[j]
 			hd.mu.Lock()
-			got := hd.count
+			got := hd.one.count
 			hd.mu.Unlock()
 			if got != w {
 				t.Errorf("case %d: handler %d has %d pending events, want %d", i, j, got, w)
