@@ -1,13 +1,19 @@
 package exec
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imserious/imserious/clock/clocktest"
+	"github.com/imserious/imserious/config"
 )
 
 // Ids of the accounts in hook tests: the account whose hook it is, and
@@ -287,5 +293,160 @@ func TestLookupHookBadArguments(t *testing.T) {
 		if _, err := lookupHook(c.home, hookUID, c.rel); err == nil || errors.Is(err, errNoHook) {
 			t.Errorf("lookupHook(%q, %q) = %v, want a refusal", c.home, c.rel, err)
 		}
+	}
+}
+
+// hookHandler is a wildcard handler running each user's own hook in
+// home, as the account hookUID.
+func hookHandler(home string) config.Handler {
+	h := patternHandler("*")
+	h.Command = []string{"~/" + hookRel, "--quiet"}
+	h.Path = "~/" + hookRel
+	h.Account.Home = home
+	return h
+}
+
+// TestHookMissingRunsNothing: a user without a hook runs nothing, logs
+// a debug line only, counts no run, and gives its token back, so its
+// state is freed at once and the next event is not held by the limit.
+func TestHookMissingRunsNothing(t *testing.T) {
+	home := hookHome(t)
+	hc := hookHandler(home)
+	hc.Retries = 2
+	h := newHarness(t, hc)
+	for i := range 2 {
+		if n := h.x.Deliver(newEvent("u1", "s"), peer); n != 1 {
+			t.Fatalf("Deliver matched %d", n)
+		}
+		h.waitEnd()
+		h.noRun()
+		h.wantUsers(0)
+		if !h.x.Idle() {
+			t.Fatal("not idle")
+		}
+		recs := h.logs.find(t, "no hook, nothing runs")
+		if len(recs) != i+1 || recs[i]["level"] != "DEBUG" || recs[i]["user"] != "u1" || recs[i]["program"] != "~/"+hookRel {
+			t.Fatalf("records %v", recs)
+		}
+	}
+	if n := len(h.logs.find(t, "run deferred by rate limit")); n != 0 {
+		t.Errorf("deferred %d times", n)
+	}
+	if st := h.x.Status(); st[0].Runs != 0 || st[0].Failures != 0 || st[0].LastRun != nil {
+		t.Errorf("status %+v", st[0])
+	}
+	h.clock.Advance(time.Hour)
+	h.noRun()
+	if h.clock.Pending() != 0 {
+		t.Errorf("%d timers armed", h.clock.Pending())
+	}
+}
+
+// TestHookRefusedRunsNothing: a hook that fails the checks runs nothing
+// and says why at warn; it is neither counted nor retried, and keeps the
+// token it took, which bounds those lines by the limit.
+func TestHookRefusedRunsNothing(t *testing.T) {
+	home := hookHome(t)
+	writeFile(t, filepath.Join(home, hookRel), 0o775)
+	hc := hookHandler(home)
+	hc.Retries = 2
+	h := newHarness(t, hc)
+	h.x.Deliver(newEvent("u1", "s"), peer)
+	h.waitEnd()
+	h.noRun()
+	recs := h.logs.find(t, "hook refused, nothing runs")
+	if len(recs) != 1 || recs[0]["level"] != "WARN" || recs[0]["user"] != "u1" ||
+		recs[0]["path"] != filepath.Join(home, hookRel) || recs[0]["reason"] != "writable by group (mode 0775)" {
+		t.Fatalf("records %v", recs)
+	}
+	if st := h.x.Status(); st[0].Runs != 0 || st[0].Failures != 0 || st[1].State != StateIdle {
+		t.Errorf("status %+v", st)
+	}
+	h.x.Deliver(newEvent("u1", "s"), peer)
+	if s := h.userStatus("u1"); s.State != StateDeferred {
+		t.Errorf("u1 %+v", s)
+	}
+	// Fixed meanwhile: the deferred run finds it.
+	if err := os.Chmod(filepath.Join(home, hookRel), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Advance(30 * time.Second)
+	r := h.next()
+	if r.Path != filepath.Join(home, hookRel) {
+		t.Errorf("job path %q", r.Path)
+	}
+	h.finish(r)
+	h.clock.Advance(30 * time.Second)
+	h.wantUsers(0)
+	if st := h.x.Status(); st[0].Runs != 1 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// TestHookExactHandler: an exact handler may run a program in the home
+// too.
+func TestHookExactHandler(t *testing.T) {
+	home := hookHome(t)
+	hc := testHandler("alice")
+	hc.Command, hc.Path = []string{"~/" + hookRel}, "~/"+hookRel
+	hc.Account.Home, hc.Account.UID = home, hookUID
+	h := newHarness(t, hc)
+	h.x.Deliver(newEvent("alice", "s"), peer)
+	h.waitEnd()
+	h.noRun()
+	if !h.x.Idle() {
+		t.Error("not idle")
+	}
+	writeFile(t, filepath.Join(home, hookRel), 0o755)
+	h.x.Deliver(newEvent("alice", "s"), peer) // not deferred: the token was given back
+	r := h.next()
+	if r.Path != filepath.Join(home, hookRel) || r.Handler.Path != "~/"+hookRel {
+		t.Errorf("job path %q, handler's %q", r.Path, r.Handler.Path)
+	}
+	h.finish(r)
+	h.wantRuns(0, 1)
+}
+
+// TestHookRuns runs a real hook: argv is the path found, then the
+// handler's arguments, with no shell, and IMSE_USER is the event's user.
+func TestHookRuns(t *testing.T) {
+	home := hookHome(t)
+	p := filepath.Join(home, hookRel)
+	if err := os.WriteFile(p, []byte("#!/bin/sh\necho \"$0|$*|$IMSE_USER|$USER|$HOME\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hc := hookHandler(home)
+	hc.Command = []string{"~/" + hookRel, "--quiet", "a b", "$HOME"}
+	hc.Account.UID = os.Getuid()
+	logs := &logBuf{}
+	x := New(Options{Handlers: []config.Handler{hc}, Log: newLogger(logs), Clock: clocktest.New(epoch)})
+	ended := make(chan int, 1)
+	x.ended = func(i int) { ended <- i }
+	defer x.Shutdown(0)
+	x.Deliver(newEvent("alice@example.org", "s"), peer)
+	select {
+	case <-ended:
+	case <-time.After(safety):
+		t.Fatalf("run did not end; log:\n%s", logs.String())
+	}
+	want := p + "|--quiet a b $HOME|alice@example.org|vmail|" + home
+	if got := outputLines(t, logs, "stdout"); !slices.Equal(got, []string{want}) {
+		t.Errorf("output %q, want %q; log:\n%s", got, want, logs.String())
+	}
+	if rec := one(t, logs, "command started"); rec["path"] != p || rec["user"] != "alice@example.org" {
+		t.Errorf("start record %v", rec)
+	}
+}
+
+// TestRunnerRefusesUnresolved: a runner handed a "~/" program that was
+// not looked up never starts it.
+func TestRunnerRefusesUnresolved(t *testing.T) {
+	j := realJob(t, "~/"+hookRel, "~/"+hookRel)
+	logs := runLogged(t, &CommandRunner{}, context.Background(), j)
+	if rec := one(t, logs, "command not started: its program is not an absolute path"); rec["level"] != "ERROR" {
+		t.Errorf("record %v", rec)
+	}
+	if n := len(logs.find(t, "command started")); n != 0 {
+		t.Errorf("%d starts", n)
 	}
 }

@@ -1,0 +1,194 @@
+package exec
+
+import (
+	"container/heap"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/imserious/imserious/clock"
+	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/logging"
+)
+
+// heapClock is a fake clock like clocktest.New's (Advance runs the due
+// callbacks itself, in time order) whose timers are in a heap: 10,000
+// users' timers would make clocktest's sorted list quadratic.
+type heapClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	seq    int
+	timers timerHeap
+}
+
+type heapTimer struct {
+	c    *heapClock
+	when time.Time
+	seq  int
+	f    func()
+	idx  int // in c.timers; -1 once fired or stopped
+}
+
+type timerHeap []*heapTimer
+
+func (h timerHeap) Len() int { return len(h) }
+func (h timerHeap) Less(i, j int) bool {
+	if !h[i].when.Equal(h[j].when) {
+		return h[i].when.Before(h[j].when)
+	}
+	return h[i].seq < h[j].seq
+}
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *timerHeap) Push(x any) {
+	t := x.(*heapTimer)
+	t.idx = len(*h)
+	*h = append(*h, t)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	t.idx = -1
+	return t
+}
+
+func (c *heapClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *heapClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	t := &heapTimer{c: c, when: c.now.Add(d), seq: c.seq, f: f}
+	heap.Push(&c.timers, t)
+	return t
+}
+
+func (t *heapTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	if t.idx < 0 {
+		return false
+	}
+	heap.Remove(&t.c.timers, t.idx)
+	return true
+}
+
+func (c *heapClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	end := c.now.Add(d)
+	for len(c.timers) > 0 && !c.timers[0].when.After(end) {
+		t := heap.Pop(&c.timers).(*heapTimer)
+		if t.when.After(c.now) {
+			c.now = t.when
+		}
+		c.mu.Unlock()
+		t.f()
+		c.mu.Lock()
+	}
+	c.now = end
+	c.mu.Unlock()
+}
+
+func (c *heapClock) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
+}
+
+// maxBytesPerUser is the budget of the issue: 10,000 users of one
+// wildcard handler with pending state cost under 5 KB each.
+const maxBytesPerUser = 5000
+
+// TestPatternMemory measures what a user with a pending run costs (its
+// state, token bucket, timer, map entry, logger when one is made, the
+// event it holds) with 10,000 users over one wildcard handler, and checks
+// that once everything has run and every bucket is full again, nothing
+// is left. Memory is measured, not time, so the bound is asserted.
+func TestPatternMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 users")
+	}
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		t.Run(level.String(), func(t *testing.T) { patternMemory(t, level) })
+	}
+}
+
+func patternMemory(t *testing.T, level slog.Level) {
+	const users = 10000
+	clk := &heapClock{now: epoch}
+	hc := patternHandler("*@example.org")
+	hc.Delay = time.Minute
+	log := logging.New(io.Discard, logging.Options{Level: level}, "exec[vmail]")
+	x := New(Options{Handlers: []config.Handler{hc}, Log: log, Clock: clk, Runner: quickRunner{}})
+	defer x.Shutdown(0)
+	var ended atomic.Int64
+	done := make(chan struct{})
+	x.ended = func(int) {
+		if ended.Add(1) == users {
+			close(done)
+		}
+	}
+	// The events as the exec process gets them: each decoded on its own.
+	evs := make([]event.Event, users)
+	for i := range evs {
+		evs[i] = newEvent(fmt.Sprintf("user%05d@example.org", i), fmt.Sprintf("subject %d", i))
+	}
+	hd := x.handlers[0]
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range evs {
+		if n := x.Deliver(evs[i], peer); n != 1 {
+			t.Fatalf("event %d matched %d", i, n)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / users
+	t.Logf("%d users pending, log level %v: %d bytes per user", users, level, per)
+	if per >= maxBytesPerUser {
+		t.Errorf("%d bytes per user with pending state, want under %d", per, maxBytesPerUser)
+	}
+	hd.mu.Lock()
+	n := len(hd.users)
+	hd.mu.Unlock()
+	if n != users || x.Idle() {
+		t.Fatalf("%d users with state, idle %v", n, x.Idle())
+	}
+	evs = nil
+
+	clk.Advance(time.Minute) // every delay is over: every user runs
+	select {
+	case <-done:
+	case <-time.After(safety):
+		t.Fatalf("%d of %d runs ended", ended.Load(), users)
+	}
+	if x.Idle() {
+		t.Fatal("idle while the buckets refill")
+	}
+	clk.Advance(hc.LimitPeriod) // every bucket is full again
+	hd.mu.Lock()
+	n = len(hd.users)
+	hd.mu.Unlock()
+	if n != 0 || !x.Idle() || clk.Pending() != 0 {
+		t.Fatalf("after the refill: %d users with state, idle %v, %d timers", n, x.Idle(), clk.Pending())
+	}
+	if st := x.Status(); len(st) != 1 || st[0].Runs != users {
+		t.Errorf("status %+v", st)
+	}
+}
