@@ -48,3 +48,30 @@ func BenchmarkDeliverExact(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDeliverPattern: events for 100 users of one wildcard handler
+// beside the 10,000 exact ones, each coalesced into its user's pending
+// run: the glob match and the per-user state's lookup.
+func BenchmarkDeliverPattern(b *testing.B) {
+	hs := make([]config.Handler, 10000, 10001)
+	for i := range hs {
+		hs[i] = testHandler(fmt.Sprintf("user%d", i))
+	}
+	hs = append(hs, patternHandler("*@example.org"))
+	x := New(Options{Handlers: hs, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Clock: clocktest.New(epoch), Runner: quickRunner{}})
+	defer x.Shutdown(0)
+	users := make([]string, 100)
+	for i := range users {
+		users[i] = fmt.Sprintf("user%d@example.org", i)
+	}
+	ev := newEvent("user0@example.org", "hello")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ev.User = users[i%len(users)]
+		if x.Deliver(ev, peer) != 1 {
+			b.Fatal("no match")
+		}
+	}
+}

@@ -7,6 +7,13 @@
 // of their own with a fixed environment, logging their output and killing
 // what they leave behind.
 //
+// A wildcard handler (a user glob, config.Handler.Pattern) keeps all of
+// that per event user, in a state made on the user's first event and
+// freed once it is idle with its token bucket full again; a program
+// written "~/rel" is the account's own hook, looked up and checked at
+// each launch (lookupHook). Options.OnIdle tells an exec process started
+// on demand when it has nothing left to do.
+//
 // It runs in a process that has already dropped to the account's uid and
 // never changes credentials itself.
 package exec
@@ -74,9 +81,12 @@ type Options struct {
 	// busy); armed periodic timers do not count. Calls come from one
 	// goroutine of their own, in the order of the transitions, never two
 	// at once and never with a lock of the Exec held, so OnIdle may call
-	// Idle or Status (but not Shutdown, which waits for it). States that
-	// come and go faster than OnIdle returns may be coalesced, but the
-	// last call always reports the current state. Exec processes started
+	// Idle or Status (but not Shutdown, which waits for it). Transitions
+	// that come faster than OnIdle returns are coalesced but never lost:
+	// an odd number of them is one call with the current state, an even
+	// number (busy and back) two calls, the other state then the current
+	// one; so the last call always reports the current state, and a short
+	// spell of work is always seen. Exec processes started
 	// on demand use it to tell the parent when they may be stopped. None
 	// is made after Shutdown has returned.
 	OnIdle func(idle bool)
@@ -149,12 +159,14 @@ type Exec struct {
 	// idleMu guards the idle count, taken after any other lock of the
 	// Exec and never before one: busy counts the exact handlers' states
 	// with something pending or running and the wildcard handlers'
-	// states. idleCh, when OnIdle is set, holds the latest transition for
-	// the goroutine that calls OnIdle (idleDone is closed when it has
-	// returned); idleClosed is set once Shutdown has closed it.
+	// states; flips counts the transitions between idle and busy. When
+	// OnIdle is set, idleKick wakes the goroutine that calls it after each
+	// transition (idleDone is closed when it has returned); idleClosed is
+	// set once Shutdown has closed idleKick.
 	idleMu     sync.Mutex
 	busy       int
-	idleCh     chan bool
+	flips      uint64
+	idleKick   chan struct{}
 	idleClosed bool
 	idleDone   chan struct{}
 
@@ -198,7 +210,7 @@ func New(o Options) *Exec {
 	}
 	x.ctx, x.cancel = context.WithCancel(context.Background())
 	if o.OnIdle != nil {
-		x.idleCh = make(chan bool, 1)
+		x.idleKick = make(chan struct{}, 1)
 		x.idleDone = make(chan struct{})
 		go x.reportIdle(o.OnIdle)
 	}
@@ -240,11 +252,9 @@ func (x *Exec) setBusy(b *bool, busy bool) {
 	}
 }
 
-// busyAdd changes the count of busy states by d and hands a transition
-// between idle and busy to the goroutine calling OnIdle. The channel
-// holds one state: an older one not yet taken is replaced by the new, so
-// this never blocks, and the last state the goroutine takes is always
-// the current one.
+// busyAdd changes the count of busy states by d and, on a transition
+// between idle and busy, wakes the goroutine calling OnIdle. It never
+// blocks: the goroutine reads the state itself (reportIdle).
 func (x *Exec) busyAdd(d int) {
 	x.idleMu.Lock()
 	defer x.idleMu.Unlock()
@@ -253,33 +263,40 @@ func (x *Exec) busyAdd(d int) {
 	if x.busy < 0 {
 		panic("exec: busy count below zero")
 	}
-	idle := x.busy == 0
-	if idle == was || x.idleCh == nil || x.idleClosed {
+	if (x.busy == 0) == was {
 		return
 	}
-	select {
-	case x.idleCh <- idle:
-	default:
-		// Full: only this function sends, with idleMu held, so once the
-		// stale state is taken (here or by the goroutine) there is room.
+	x.flips++
+	if x.idleKick != nil && !x.idleClosed {
 		select {
-		case <-x.idleCh:
-		default:
+		case x.idleKick <- struct{}{}:
+		default: // a wake-up is pending already
 		}
-		x.idleCh <- idle
 	}
 }
 
-// reportIdle calls onIdle for each transition, leaving out a state equal
-// to the last one reported (which is what a replaced state can leave).
+// reportIdle calls onIdle for the transitions, one at a time and with no
+// lock held. Transitions it has not seen yet are told in few calls but
+// never lost: an odd number of them as one call with the current state;
+// an even number (busy and back, which matters to whoever counts the idle
+// time from the last activity) as two, the other state then the current
+// one.
 func (x *Exec) reportIdle(onIdle func(bool)) {
 	defer close(x.idleDone)
+	var seen uint64
 	last := true
-	for idle := range x.idleCh {
-		if idle != last {
-			last = idle
-			onIdle(idle)
+	for range x.idleKick {
+		x.idleMu.Lock()
+		flips, idle := x.flips, x.busy == 0
+		x.idleMu.Unlock()
+		if flips == seen {
+			continue
 		}
+		if idle == last {
+			onIdle(!idle)
+		}
+		onIdle(idle)
+		seen, last = flips, idle
 	}
 }
 
@@ -499,10 +516,10 @@ func (x *Exec) Shutdown(grace time.Duration) {
 			t.Stop()
 		}
 		x.cancel()
-		if x.idleCh != nil {
+		if x.idleKick != nil {
 			x.idleMu.Lock()
 			x.idleClosed = true
-			close(x.idleCh)
+			close(x.idleKick)
 			x.idleMu.Unlock()
 			<-x.idleDone
 		}

@@ -115,3 +115,56 @@ func TestOnIdleRetry(t *testing.T) {
 		t.Errorf("calls %v, want [false true]", got)
 	}
 }
+
+// TestOnIdleCoalesced: transitions made while OnIdle is busy are told in
+// at most two calls, and a spell of work between two idle states is
+// never lost.
+func TestOnIdleCoalesced(t *testing.T) {
+	calls := make(chan bool, 100)
+	hold, entered := make(chan struct{}), make(chan struct{})
+	first := true
+	onIdle := func(idle bool) {
+		if first {
+			first = false
+			close(entered)
+			<-hold // the transitions below happen meanwhile
+		}
+		calls <- idle
+	}
+	h := newHarnessWith(t, Options{OnIdle: onIdle}, testHandler("alice"))
+	next := func() bool {
+		t.Helper()
+		select {
+		case idle := <-calls:
+			return idle
+		case <-time.After(safety):
+			t.Fatal("no call")
+			return false
+		}
+	}
+	h.x.Deliver(newEvent("alice", "s"), peer) // 1: busy, the first call, held
+	select {
+	case <-entered:
+	case <-time.After(safety):
+		t.Fatal("no first call")
+	}
+	h.finish(h.next())                        // 2: idle
+	h.x.Deliver(newEvent("alice", "s"), peer) // 3: busy, deferred by the limit
+	h.clock.Advance(30 * time.Second)
+	h.finish(h.next())                        // 4: idle
+	h.x.Deliver(newEvent("alice", "s"), peer) // 5: busy, deferred
+	close(hold)
+	// Four transitions behind the first call: busy and back is told.
+	if got := []bool{next(), next(), next()}; got[0] || !got[1] || got[2] {
+		t.Fatalf("calls %v, want [false true false]", got)
+	}
+	h.clock.Advance(30 * time.Second)
+	h.finish(h.next()) // 6: idle
+	if !next() {
+		t.Fatal("no idle call at the end")
+	}
+	h.x.Shutdown(0)
+	if len(calls) != 0 {
+		t.Errorf("%d more calls", len(calls))
+	}
+}

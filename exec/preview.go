@@ -14,8 +14,11 @@ import (
 // drift from what a command gets.
 
 // Matches reports whether the exec process hands ev, received from
-// remote, to h: the user exactly, the event name, and remote against h's
-// ip list when it has one.
+// remote, to h: the user (exactly, or by a wildcard handler's glob,
+// config.MatchUser), the event name, and remote against h's ip list when
+// it has one. Whether a Dynamic handler's run_as names an account that
+// may run it is the parent's to say (config.Handler.Dynamic), not
+// checked here.
 func Matches(h *config.Handler, ev *event.Event, remote netip.AddrPort) bool {
 	return (&handler{cfg: h, ip: prefix.Normalize(h.IP)}).matches(ev, remote)
 }
