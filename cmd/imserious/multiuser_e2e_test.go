@@ -1,0 +1,259 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/imserious/imserious/internal/daemontest"
+	"github.com/imserious/imserious/privsep"
+)
+
+// hookAccounts are the accounts of the wildcard tests: each gets a hook
+// in its home unless the test says otherwise.
+const hookAccounts = 20
+
+func hookUser(i int) string { return fmt.Sprintf("imse_w%02d", i) }
+
+// writeHook installs ~/.config/imserious/new-mail for a, printing its uid
+// and IMSE_USER, owned by owner with mode mode.
+func writeHook(t *testing.T, a, owner privsep.Account, mode os.FileMode) string {
+	t.Helper()
+	dir := filepath.Join(a.Home, ".config", "imserious")
+	for _, d := range []string{a.Home, filepath.Join(a.Home, ".config"), dir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, a.UID, a.GID); err != nil {
+			t.Fatal(err)
+		}
+		// useradd's home mode is the system's; the hook's rules want
+		// no group or other write, whatever it is.
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := filepath.Join(dir, "new-mail")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\necho \"hook uid=$(id -u) user=$IMSE_USER trigger=$IMSE_TRIGGER\"\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, owner.UID, owner.GID); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// lowAccount is a system account (uid below 1000) with a good hook.
+func lowAccount(t *testing.T) privsep.Account {
+	t.Helper()
+	const name = "imse_wlow"
+	if _, err := privsep.LookupAccount(name); err != nil {
+		if out, err := exec.Command("useradd", "-r", "-m", "-s", "/bin/sh", name).CombinedOutput(); err != nil {
+			t.Fatalf("useradd -r %s: %v\n%s", name, err, out)
+		}
+	}
+	a, err := privsep.LookupAccount(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.UID >= 1000 {
+		t.Fatalf("%s has uid %d, want a system uid below 1000", name, a.UID)
+	}
+	return a
+}
+
+func hookRan(user string) func(daemontest.Line) bool {
+	return func(l daemontest.Line) bool {
+		return l.Str("msg") == "command output" && strings.Contains(l.Str("line"), "user="+user+" ")
+	}
+}
+
+func execChildren(d *daemontest.Daemon) []string {
+	var out []string
+	for role := range d.Children() {
+		if strings.HasPrefix(role, "exec:") {
+			out = append(out, role)
+		}
+	}
+	return out
+}
+
+// TestWildcardHooks is issue 10's end to end case: one handler for every
+// user of a domain runs each user's own hook as that user, exec processes
+// come on demand within max_exec and go after exec_idle, and the rules of
+// the account and of the hook hold.
+func TestWildcardHooks(t *testing.T) {
+	if !isRoot() {
+		t.Skip("needs root: hooks run as real accounts (CI runs this as root)")
+	}
+	var accts []privsep.Account
+	for i := range hookAccounts {
+		accts = append(accts, daemontest.Account(t, hookUser(i)))
+	}
+	for _, a := range accts {
+		if a.UID < 1000 {
+			t.Fatalf("%s has uid %d: useradd gave a system uid", a.Name, a.UID)
+		}
+	}
+	low := lowAccount(t)
+	// accts[0..14]: good hooks; 15: none; 16: writable by others; 17:
+	// owned by another account; 18: a good hook in a group-writable
+	// directory; 19: good.
+	hooks := map[string]bool{}
+	for i, a := range accts {
+		os.RemoveAll(filepath.Join(a.Home, ".config"))
+		switch i {
+		case 15:
+		case 16:
+			writeHook(t, a, a, 0o757)
+		case 17:
+			writeHook(t, a, accts[0], 0o755)
+		case 18:
+			p := writeHook(t, a, a, 0o755)
+			if err := os.Chmod(filepath.Dir(p), 0o775); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			writeHook(t, a, a, 0o755)
+			hooks[a.Name] = true
+		}
+	}
+	os.RemoveAll(filepath.Join(low.Home, ".config"))
+	writeHook(t, low, low, 0o755)
+
+	conf := fmt.Sprintf("listen = \"127.0.0.1:0\"\n%s%s", daemontest.LogTOML,
+		strings.Replace(daemontest.PrivsepTOML(t), "[privsep]\n", "[privsep]\nexec_idle = \"2s\"\nmax_exec = 4\n", 1))
+	conf += `
+[[handler]]
+user = "*@example.org"
+run_as = "%n"
+command = "~/.config/imserious/new-mail"
+`
+	if !strings.Contains(conf, "max_exec = 4") {
+		t.Fatalf("no [privsep] table to extend:\n%s", conf)
+	}
+	d := start(t, conf)
+	if kids := execChildren(d); len(kids) != 0 {
+		t.Fatalf("exec processes before any event: %v", kids)
+	}
+
+	// Every account notified at once, plus root and the low account.
+	var most int
+	var sampling sync.WaitGroup
+	stop := make(chan struct{})
+	sampling.Add(1)
+	go func() {
+		defer sampling.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			most = max(most, len(execChildren(d)))
+		}
+	}()
+	users := []string{"root@example.org", low.Name + "@example.org", "nosuchaccount@example.org"}
+	for _, a := range accts {
+		users = append(users, a.Name+"@example.org")
+	}
+	var wg sync.WaitGroup
+	for i, u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp := notify(t, notifyURL(d), fmt.Sprintf(body1, u, i+1), nil); resp.StatusCode != http.StatusOK {
+				t.Errorf("%s: status %d", u, resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, a := range accts {
+		if !hooks[a.Name] {
+			continue
+		}
+		l := d.WaitFor(a.Name+"'s hook", hookRan(a.Name+"@example.org"))
+		if want := fmt.Sprintf("hook uid=%d user=%s@example.org trigger=event", a.UID, a.Name); l.Str("line") != want {
+			t.Errorf("%s's hook printed %q, want %q", a.Name, l.Str("line"), want)
+		}
+	}
+	for _, why := range []struct{ user, reason string }{
+		{"root", "uid 0"},
+		{low.Name, "min_uid"},
+		{accts[16].Name, "writable"},
+		{accts[17].Name, "owned"},
+		{accts[18].Name, "writable"},
+	} {
+		d.WaitFor(why.user+" refused", func(l daemontest.Line) bool {
+			return strings.Contains(fmt.Sprint(l), why.user) && strings.Contains(strings.ToLower(fmt.Sprint(l)), why.reason) &&
+				(l.Str("level") == "WARN" || l.Str("level") == "INFO")
+		})
+	}
+	close(stop)
+	sampling.Wait()
+	if most > 4 {
+		t.Errorf("%d exec processes at once, max_exec = 4", most)
+	}
+	for _, u := range []string{"root@example.org", low.Name + "@example.org", accts[15].Name + "@example.org",
+		accts[16].Name + "@example.org", accts[17].Name + "@example.org", accts[18].Name + "@example.org"} {
+		if n := d.Count(hookRan(u)); n != 0 {
+			t.Errorf("%s: a hook ran %d times", u, n)
+		}
+	}
+
+	// After exec_idle, no exec process is left.
+	deadline := time.Now().Add(daemontest.WaitLimit)
+	for len(execChildren(d)) > 0 && time.Now().Before(deadline) {
+		m := d.Mark()
+		d.WaitFrom(t, m, "a log line", func(daemontest.Line) bool { return true })
+	}
+	if kids := execChildren(d); len(kids) > 0 {
+		t.Fatalf("exec processes still there after exec_idle: %v", kids)
+	}
+
+	// A further event brings one back, and its hook runs.
+	m := d.Mark()
+	if resp := notify(t, notifyURL(d), fmt.Sprintf(body1, accts[0].Name+"@example.org", 99), nil); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	d.WaitFrom(t, m, "the hook again", hookRan(accts[0].Name+"@example.org"))
+}
+
+// TestVirtualUsersOneAccount: a wildcard handler with a literal run_as
+// runs every user's events in one exec process, with per-user state and
+// IMSE_USER saying whose mail it is.
+func TestVirtualUsersOneAccount(t *testing.T) {
+	if !isRoot() {
+		t.Skip("needs root: the handler runs as a real account (CI runs this as root)")
+	}
+	vmail, uid := account(t, "imse_vmail")
+	conf := fmt.Sprintf("listen = \"127.0.0.1:0\"\n%s%s", daemontest.LogTOML, daemontest.PrivsepTOML(t))
+	conf += fmt.Sprintf(`
+[[handler]]
+user = "*"
+run_as = %q
+command = ["/bin/sh", "-c", "echo \"hook uid=$(id -u) user=$IMSE_USER \""]
+`, vmail)
+	d := start(t, conf)
+	for i, u := range []string{"ann@example.org", "ben@example.net", "cy"} {
+		if resp := notify(t, notifyURL(d), fmt.Sprintf(body1, u, i+1), nil); resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d", u, resp.StatusCode)
+		}
+		l := d.WaitFor(u+"'s run", hookRan(u))
+		if want := fmt.Sprintf("hook uid=%d user=%s ", uid, u); l.Str("line") != want {
+			t.Errorf("printed %q, want %q", l.Str("line"), want)
+		}
+	}
+	if kids := execChildren(d); len(kids) != 1 || kids[0] != "exec:"+vmail {
+		t.Errorf("exec processes %v, want only exec:%s", kids, vmail)
+	}
+}
