@@ -81,6 +81,12 @@ type HandlerStatus struct {
 	// Unknown is set when the exec process of the handler's account did
 	// not answer (stopped, restarting): only the configuration is known.
 	Unknown bool `json:"unknown,omitempty"`
+	// Pattern is set on the line of one active user of a wildcard
+	// handler: the handler's user as written ("*@example.org"), User
+	// being the user's own name and RunAs its account. The wildcard
+	// handler's own line, before its users', has the pattern as User,
+	// and Runs and Failures of all its users.
+	Pattern string `json:"pattern,omitempty"`
 }
 
 // LastRun is how the handler's last run went.

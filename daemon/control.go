@@ -50,14 +50,23 @@ type ctlOp struct {
 	toLog   bool                   // SIGINFO/SIGUSR1: the answer goes to the log
 	waiting map[string]bool        // accounts whose answer is due
 	items   map[string]map[int]*wireStatusItem
+	// users are the per-user states of wildcard handlers, by handler
+	// number, from every account that reported them.
+	users map[int][]userItem
 	// owner is the account of each handler number, and handlers how many
 	// each account has, in the configuration the request was asked of:
 	// built once, so that answers cost no scan of the configuration.
 	owner    map[int]string
 	handlers map[string]int
+	dynamic  int // wildcard run_as handlers, which every account may have
 	matched  int
 	missing  []string // accounts that could not be asked
 	timer    *time.Timer
+}
+
+type userItem struct {
+	account string
+	w       *wireStatusItem
 }
 
 // controlServer accepts the operator's connections.
@@ -271,12 +280,32 @@ func (s *supervisor) control(op *ctlOp) {
 		for _, a := range s.cfg.Accounts() {
 			accts = append(accts, a.Name)
 		}
+		accts = append(accts, s.onDemandAccounts()...)
 		s.askAll(op, accts, msgStatusReq, wireCtlID{ID: op.id})
 	case control.VerbRun:
 		var accts []string
-		for _, h := range s.cfg.Handlers {
-			if h.User == op.req.User && (op.req.Event == "" || h.Event == op.req.Event) && !slices.Contains(accts, h.Account.Name) {
-				accts = append(accts, h.Account.Name)
+		for i := range s.cfg.Handlers {
+			h := &s.cfg.Handlers[i]
+			if !config.MatchUser(h.User, op.req.User) || (op.req.Event != "" && h.Event != op.req.Event) {
+				continue
+			}
+			name := h.Account.Name
+			if h.Dynamic {
+				// The account's exec process may not exist yet: asked
+				// for like the network process asks, under the same
+				// rules, it starts now (unless max_exec are busy).
+				a, err := s.cfg.DynamicAccount(h, op.req.User)
+				if err != nil {
+					s.log.Info("manual run: no account for a wildcard handler", "handler", h.Number, "user", op.req.User, "reason", err.Error())
+					continue
+				}
+				name = a.Name
+				if _, ok := s.execs[name]; !ok {
+					s.want(wireExecWant{Account: name, Handler: h.Number, User: op.req.User})
+				}
+			}
+			if !slices.Contains(accts, name) {
+				accts = append(accts, name)
 			}
 		}
 		if len(accts) == 0 {
@@ -302,6 +331,9 @@ func (s *supervisor) askAll(op *ctlOp, accts []string, typ uint32, payload any) 
 		h := &s.cfg.Handlers[i]
 		op.owner[h.Number] = h.Account.Name
 		op.handlers[h.Account.Name]++
+		if h.Dynamic {
+			op.dynamic++
+		}
 	}
 	m, err := jsonMsg(typ, payload)
 	if err != nil {
@@ -310,7 +342,9 @@ func (s *supervisor) askAll(op *ctlOp, accts []string, typ uint32, payload any) 
 	}
 	for _, a := range accts {
 		x := s.execs[a]
-		if x == nil || !x.ready {
+		// One started on demand just now has its configuration and
+		// start queued before this request: it answers once started.
+		if x == nil || x.stopping || !x.ready && !x.onDemand {
 			op.missing = append(op.missing, a)
 			continue
 		}
@@ -347,8 +381,33 @@ func (s *supervisor) statusItem(pr *proc, w *wireStatusItem) {
 	if op == nil || !op.waiting[pr.account] || !s.current(pr) {
 		return // late, or not asked
 	}
-	if acct, ok := op.owner[w.Number]; !ok || acct != pr.account {
+	acct, ok := op.owner[w.Number]
+	var h *config.Handler
+	if ok && w.Number <= len(s.cfg.Handlers) {
+		h = &s.cfg.Handlers[w.Number-1]
+	}
+	// A wildcard run_as handler is every allowed account's.
+	mine := ok && (acct == pr.account || h != nil && h.Dynamic)
+	if mine && w.User != "" {
+		// Its users: those the handler matches, and for a wildcard
+		// run_as those whose account this is.
+		mine = h != nil && h.Pattern && config.MatchUser(h.User, w.User)
+		if mine && h.Dynamic {
+			a, err := config.ExpandRunAs(h.RunAs, w.User)
+			mine = err == nil && a == pr.account
+		}
+	}
+	if !mine {
 		s.log.Warn("an exec process reports a handler that is not its own", "child", pr.name, "handler", w.Number)
+		return
+	}
+	if w.User != "" {
+		if op.users == nil {
+			op.users = map[int][]userItem{}
+		}
+		if len(op.users[w.Number]) < maxStatusUsers {
+			op.users[w.Number] = append(op.users[w.Number], userItem{pr.account, w})
+		}
 		return
 	}
 	if op.items[pr.account] == nil {
@@ -363,7 +422,7 @@ func (s *supervisor) ctlDone(pr *proc, d wireCtlDone) {
 		return
 	}
 	delete(op.waiting, pr.account)
-	op.matched += min(max(d.Matched, 0), op.handlers[pr.account])
+	op.matched += min(max(d.Matched, 0), op.handlers[pr.account]+op.dynamic)
 	if len(op.waiting) == 0 {
 		s.finish(op)
 	}
@@ -419,21 +478,32 @@ func (s *supervisor) status(op *ctlOp) *control.Status {
 	for i := range s.cfg.Handlers {
 		h := &s.cfg.Handlers[i]
 		hs := control.HandlerStatus{Handler: h.Number, Line: h.Line, User: h.User, Event: h.Event, RunAs: h.Account.Name}
-		w := op.items[h.Account.Name][h.Number]
-		if w == nil {
+		if h.Dynamic {
+			// Reported by every account's process that has it: the
+			// line sums them.
+			hs.RunAs, hs.State = h.RunAs, "idle"
+			for _, items := range op.items {
+				if w := items[h.Number]; w != nil {
+					hs.Runs += w.Runs
+					hs.Failures += w.Failures
+					if r := w.LastRun; r != nil && (hs.LastRun == nil || r.Start.After(hs.LastRun.Start)) {
+						hs.LastRun = lastRun(r)
+					}
+				}
+			}
+		} else if w := op.items[h.Account.Name][h.Number]; w == nil {
 			hs.State, hs.Unknown = "unknown", true
 		} else {
-			hs.State, hs.Pending, hs.Runs, hs.Failures = w.State, w.Pending, w.Runs, w.Failures
-			hs.Due, hs.NextPeriodic = timePtr(w.Due), timePtr(w.NextPeriodic)
-			if w.State == "running" {
-				hs.PID, hs.Since = w.PID, timePtr(w.Since)
-			}
-			if r := w.LastRun; r != nil {
-				hs.LastRun = &control.LastRun{Start: r.Start, DurationMS: r.Duration.Milliseconds(),
-					ExitStatus: r.ExitStatus, Signal: r.Signal, Trigger: r.Trigger}
-			}
+			fillStatus(&hs, w)
 		}
 		st.Handlers = append(st.Handlers, hs)
+		users := op.users[h.Number]
+		slices.SortFunc(users, func(a, b userItem) int { return strings.Compare(a.w.User, b.w.User) })
+		for _, u := range users {
+			us := control.HandlerStatus{Handler: h.Number, Line: h.Line, User: u.w.User, Event: h.Event, RunAs: u.account, Pattern: h.User}
+			fillStatus(&us, u.w)
+			st.Handlers = append(st.Handlers, us)
+		}
 	}
 	now := time.Now()
 	st.Processes = append(st.Processes, control.Process{Role: "parent", PID: os.Getpid(),
@@ -449,7 +519,43 @@ func (s *supervisor) status(op *ctlOp) *control.Status {
 	for _, a := range s.cfg.Accounts() {
 		add(s.execs[a.Name], "exec", a.Name)
 	}
+	for _, a := range s.onDemandAccounts() {
+		add(s.execs[a], "exec", a)
+	}
 	return st
+}
+
+// maxStatusUsers bounds the per-user lines of one wildcard handler in a
+// status: a server's worth, not whatever a hostile process reports.
+const maxStatusUsers = 100000
+
+// onDemandAccounts are the accounts with an on-demand exec process, in
+// order.
+func (s *supervisor) onDemandAccounts() []string {
+	var out []string
+	for a, x := range s.execs {
+		if _, ok := s.dynAccts[a]; ok && x != nil {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func fillStatus(hs *control.HandlerStatus, w *wireStatusItem) {
+	hs.State, hs.Pending, hs.Runs, hs.Failures = w.State, w.Pending, w.Runs, w.Failures
+	hs.Due, hs.NextPeriodic = timePtr(w.Due), timePtr(w.NextPeriodic)
+	if w.State == "running" {
+		hs.PID, hs.Since = w.PID, timePtr(w.Since)
+	}
+	if r := w.LastRun; r != nil {
+		hs.LastRun = lastRun(r)
+	}
+}
+
+func lastRun(r *wireLastRun) *control.LastRun {
+	return &control.LastRun{Start: r.Start, DurationMS: r.Duration.Milliseconds(),
+		ExitStatus: r.ExitStatus, Signal: r.Signal, Trigger: r.Trigger}
 }
 
 func roleName(role, account string) string {

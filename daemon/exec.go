@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/imserious/imserious/config"
@@ -26,6 +28,21 @@ type execProc struct {
 	// unmatched limits the warn lines about events no handler takes: a
 	// compromised network process could send any number of them.
 	unmatched *logging.Limiter
+	// netOpen counts the channels from network processes being read;
+	// settle is kicked when one ends or the process goes idle, for a
+	// drain to check whether it is done.
+	netOpen atomic.Int32
+	settle  chan struct{}
+	// onDemand: started for an account of a wildcard run_as, it reports
+	// to the parent when it is idle.
+	onDemand bool
+}
+
+func (e *execProc) kick() {
+	select {
+	case e.settle <- struct{}{}:
+	default:
+	}
 }
 
 // RunExec is the exec process of one account: it drops to the account,
@@ -35,13 +52,14 @@ type execProc struct {
 func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 	proc := "exec[" + name + "]"
 	e := &execProc{name: name, ctl: ctl, log: slog.New(slog.DiscardHandler),
-		unmatched: logging.NewLimiter(time.Minute, 1, nil)}
+		unmatched: logging.NewLimiter(time.Minute, 1, nil), settle: make(chan struct{}, 1)}
 	var (
-		st      stream
-		pending *execConfig
-		global  *wireExecGlobal // of the configuration in force
-		first   []config.Handler
-		early   []*privsep.Conn // net channels received before msgStart
+		st       stream
+		pending  *execConfig
+		global   *wireExecGlobal // of the configuration in force
+		first    []config.Handler
+		early    []*privsep.Conn // net channels received before msgStart
+		draining bool
 	)
 	defer func() {
 		for _, c := range early {
@@ -53,13 +71,37 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 			e.x.Shutdown(grace)
 		}
 	}
+	recv := make(chan privsep.Msg)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := ctl.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			recv <- m
+		}
+	}()
 	for {
-		m, err := ctl.Recv()
-		if err != nil {
+		var m privsep.Msg
+		select {
+		case err := <-recvErr:
 			// The parent is gone: what runs must not outlive the daemon.
 			stop(time.Second)
 			return fmt.Errorf("%s: control channel: %w", proc, err)
+		case <-e.settle:
+			// A drain ends once no network process can send more and
+			// everything it sent has run.
+			if draining && e.netOpen.Load() == 0 && e.x.Idle() {
+				stop(0)
+				e.log.Debug("drained, stopped")
+				return nil
+			}
+			continue
+		case m = <-recv:
 		}
+		var err error
 		if err := checkMsg(parentToExec, m); err != nil {
 			stop(time.Second)
 			return fmt.Errorf("%s: %w", proc, err)
@@ -158,6 +200,15 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 			if n := e.x.RunAtStart(); n > 0 {
 				e.log.Info("runs at start", "handlers", n)
 			}
+		case msgDrain:
+			if err = noPayload(m); err == nil && (e.x == nil || !global.OnDemand) {
+				err = fmt.Errorf("unexpected %s: %w", msgName(m.Type), errProtocol)
+			}
+			if err == nil {
+				draining = true
+				e.log.Debug("draining: idle for exec_idle")
+				e.kick()
+			}
 		case msgShutdown:
 			var s wireShutdown
 			if err = decode(m, &s); err != nil {
@@ -187,6 +238,9 @@ func (e *execProc) sendStatus(id uint64) error {
 		h := &list[i]
 		w := wireStatusItem{ID: id, Number: h.Number, State: h.State, Due: h.Due, Pending: h.Pending,
 			PID: h.PID, Since: h.Since, NextPeriodic: h.NextPeriodic, Runs: h.Runs, Failures: h.Failures}
+		if h.PerUser {
+			w.User = h.User
+		}
 		if r := h.LastRun; r != nil {
 			w.LastRun = &wireLastRun{Start: r.Start, Duration: r.Duration, ExitStatus: r.ExitStatus,
 				Signal: r.Signal, Trigger: r.Trigger}
@@ -245,8 +299,16 @@ func (e *execProc) start(g *wireExecGlobal, hs []config.Handler) error {
 	}
 	var paths []string
 	for _, h := range hs {
-		if !slices.Contains(paths, h.Path) {
-			paths = append(paths, h.Path)
+		p := h.Path
+		if rel, ok := config.HomeRelative(p); ok {
+			// What unveil may let run: the hook where it is now.
+			if g.Account.Home == "" || !filepath.IsAbs(g.Account.Home) {
+				continue
+			}
+			p = filepath.Join(g.Account.Home, rel)
+		}
+		if !slices.Contains(paths, p) {
+			paths = append(paths, p)
 		}
 	}
 	rep, err := confine.exec(paths, g.Account.Home)
@@ -259,9 +321,29 @@ func (e *execProc) start(g *wireExecGlobal, hs []config.Handler) error {
 	if err := os.Chdir("/"); err != nil {
 		return fmt.Errorf("chdir /: %w", err)
 	}
-	e.x = exec.New(exec.Options{Handlers: hs, Log: e.log, Subreaper: true})
+	o := exec.Options{Handlers: hs, Log: e.log, Subreaper: true}
+	if g.OnDemand {
+		e.onDemand = true
+		o.OnIdle = e.idle
+	}
+	e.x = exec.New(o)
 	e.x.Start()
+	if g.OnDemand {
+		e.idle(e.x.Idle())
+	}
 	return nil
+}
+
+// idle tells the parent, which stops an on-demand exec process after
+// exec_idle of it, and wakes a drain.
+func (e *execProc) idle(idle bool) {
+	b, _ := privsep.EncodeJSON(wireExecIdle{Idle: idle})
+	if err := e.ctl.SendTimeout(ctlTimeout, msgExecIdle, b); err != nil {
+		e.log.Warn("cannot tell the parent", "err", err)
+	}
+	if idle {
+		e.kick()
+	}
 }
 
 // serveNet reads events from one network process until it closes the
@@ -269,7 +351,10 @@ func (e *execProc) start(g *wireExecGlobal, hs []config.Handler) error {
 // the less privileged one. A malformed message ends the channel and tells
 // the parent, which replaces the network process.
 func (e *execProc) serveNet(c *privsep.Conn) {
+	e.netOpen.Add(1)
 	go func() {
+		defer e.kick()
+		defer e.netOpen.Add(-1)
 		defer c.Close()
 		for {
 			m, err := c.Recv()
@@ -298,11 +383,15 @@ func (e *execProc) netMsg(m privsep.Msg) error {
 	}
 	switch m.Type {
 	case msgRecover:
-		if err := noPayload(m); err != nil {
+		var w wireRecover
+		if err := decode(m, &w); err != nil {
 			return err
 		}
-		e.log.Info("recovery requested: events may have been lost, every handler runs once")
-		e.x.Recover()
+		if err := w.validate(); err != nil {
+			return err
+		}
+		e.log.Info("recovery requested: events may have been lost, every handler runs once", "users", len(w.Users))
+		e.x.Recover(w.Users...)
 	case msgEvent:
 		remote, body, err := decodeEvent(m.Payload)
 		if err != nil {

@@ -115,7 +115,9 @@ func TestExecEndsNetChannelOnBadMessage(t *testing.T) {
 		{"invalid event", msgEvent, encodeEvent(remote, []byte(`{"user":"alice","event":"Nope"}`)), false},
 		{"body over 64 KiB", msgEvent, encodeEvent(remote, []byte(body("alice", `,"snippet":"`+strings.Repeat("x", 70<<10)+`"`))), false},
 		{"descriptor attached", msgEvent, encodeEvent(remote, []byte(goodBody)), true},
-		{"payload on a recovery", msgRecover, []byte("x"), false},
+		{"malformed recovery", msgRecover, []byte("x"), false},
+		{"recovery without its users", msgRecover, nil, false},
+		{"recovery with a bad user", msgRecover, []byte(`{"users":["a\u001b[2Jb"]}`), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -164,7 +166,7 @@ func TestExecRecover(t *testing.T) {
 user = "bob"
 command = "/bin/true"
 `)
-	if err := x.net.Send(msgRecover, nil); err != nil {
+	if err := x.net.Send(msgRecover, []byte(`{"users":[]}`)); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {

@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/listener"
 	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
@@ -42,6 +45,9 @@ func newLogger(w io.Writer, o logOptions, proc string) *slog.Logger {
 type execChan struct {
 	target int
 	owner  *netProc
+	// account is set for an exec process started on demand, which the
+	// events of wildcard run_as handlers for it reach through Route.
+	account string
 
 	mu   sync.Mutex
 	conn *privsep.Conn // nil while the exec process is down
@@ -49,6 +55,10 @@ type execChan struct {
 	poll time.Duration // the recoverer's current wait for a full channel
 	gone bool          // the target was removed: the recoverer ends
 	kick chan struct{} // wakes the recoverer
+	// recent are the last users whose events reached this channel through
+	// Route, at most maxRecoverUsers: a recovery makes the wildcard
+	// handlers run for them too (their state died with the process).
+	recent []string
 }
 
 type netProc struct {
@@ -57,6 +67,150 @@ type netProc struct {
 
 	mu    sync.RWMutex
 	chans map[int]*execChan
+	// byAccount finds the channel of an account for Route: those of the
+	// configuration's exec processes (static, by target) and of those
+	// started on demand.
+	byAccount map[string]*execChan
+	static    map[int]string // the configuration's targets
+	// waiting holds the events for accounts whose exec process the
+	// parent was asked for, in arrival order, until it comes (or the
+	// account is refused); waitBytes is their size.
+	waiting   map[string]*waitQ
+	waitBytes int
+	// refused are accounts the parent refused, until when their events
+	// are accepted and dropped without asking again.
+	refused map[string]time.Time
+	// wants feeds the goroutine that asks the parent: Route never waits.
+	wants chan wireExecWant
+}
+
+// waitQ is the queue of one account whose exec process is awaited.
+type waitQ struct {
+	frames [][]byte
+	users  []string // frames[i] is an event of users[i]
+}
+
+// Bounds of the events waiting for exec processes: per account, then in
+// all. Past the first, an event replaces the one waiting for the same
+// user (the exec process would merge them into one run anyway); past the
+// second, or with no such event to replace, it is answered 503.
+const (
+	maxWaitPerAccount = 256
+	maxWaitBytes      = 16 << 20
+	maxWaitAccounts   = 4096
+	refuseFor         = time.Minute
+	maxRefused        = 65536
+)
+
+// Route is the listener's Accounts: it finds the exec process of an
+// account of a wildcard run_as, or queues the event and asks the parent
+// for one. It never waits.
+func (n *netProc) Route(account string, handler int, user string, remote netip.AddrPort, body []byte) (int, bool, error) {
+	n.mu.RLock()
+	ch := n.byAccount[account]
+	n.mu.RUnlock()
+	if ch != nil {
+		ch.noteUser(user)
+		return ch.target, false, nil
+	}
+	frame, err := eventFrame(remote, body)
+	if err != nil {
+		return 0, false, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ch := n.byAccount[account]; ch != nil { // came meanwhile
+		ch.noteUser(user)
+		return ch.target, false, nil
+	}
+	if until, ok := n.refused[account]; ok {
+		if time.Now().Before(until) {
+			return 0, true, nil // accepted; the parent said why, once
+		}
+		delete(n.refused, account)
+	}
+	q := n.waiting[account]
+	if q == nil {
+		if len(n.waiting) >= maxWaitAccounts {
+			return 0, false, fmt.Errorf("%d accounts wait for their exec process", len(n.waiting))
+		}
+		q = &waitQ{}
+	}
+	if n.waitBytes+len(frame) > maxWaitBytes {
+		return 0, false, fmt.Errorf("%d bytes of events wait for exec processes", n.waitBytes)
+	}
+	if len(q.frames) >= maxWaitPerAccount {
+		i := slices.Index(q.users, user)
+		if i < 0 {
+			return 0, false, fmt.Errorf("%d events wait for the exec process of %q", len(q.frames), account)
+		}
+		n.waitBytes += len(frame) - len(q.frames[i])
+		q.frames = append(slices.Delete(q.frames, i, i+1), frame)
+		q.users = append(slices.Delete(q.users, i, i+1), user)
+		return 0, true, nil
+	}
+	if n.waiting[account] == nil {
+		n.waiting[account] = q
+		select {
+		case n.wants <- wireExecWant{Account: account, Handler: handler, User: user}:
+		default:
+			delete(n.waiting, account)
+			return 0, false, errors.New("too many exec processes asked for at once")
+		}
+	}
+	q.frames = append(q.frames, frame)
+	q.users = append(q.users, user)
+	n.waitBytes += len(frame)
+	return 0, true, nil
+}
+
+// asker sends the parent the wants Route queued, in order.
+func (n *netProc) asker() {
+	for w := range n.wants {
+		b, err := privsep.EncodeJSON(w)
+		if err == nil {
+			err = n.ctl.SendTimeout(ctlTimeout, msgExecWant, b)
+		}
+		if err != nil {
+			n.log.Warn("cannot ask the parent for an exec process", "account", w.Account, "err", err)
+		}
+	}
+}
+
+// refuse drops what waits for an account the parent refused, and keeps
+// its later events from asking again for a while.
+func (n *netProc) refuse(account string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if q := n.waiting[account]; q != nil {
+		for _, f := range q.frames {
+			n.waitBytes -= len(f)
+		}
+		delete(n.waiting, account)
+	}
+	if len(n.refused) >= maxRefused {
+		now := time.Now()
+		maps.DeleteFunc(n.refused, func(_ string, until time.Time) bool { return now.After(until) })
+		if len(n.refused) >= maxRefused {
+			clear(n.refused)
+		}
+	}
+	n.refused[account] = time.Now().Add(refuseFor)
+}
+
+// noteUser remembers a user whose event went to ch through Route.
+func (ch *execChan) noteUser(user string) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if i := slices.Index(ch.recent, user); i >= 0 {
+		if i == len(ch.recent)-1 {
+			return
+		}
+		ch.recent = slices.Delete(ch.recent, i, i+1)
+	} else if len(ch.recent) >= maxRecoverUsers {
+		ch.recent = slices.Delete(ch.recent, 0, 1)
+	}
+	ch.recent = append(ch.recent, user)
 }
 
 func (n *netProc) channel(target int) *execChan {
@@ -154,7 +308,8 @@ func (ch *execChan) recoverer() {
 		}
 		wait = 0
 		if ch.owed && ch.conn != nil {
-			err := ch.conn.TrySend(msgRecover, nil)
+			b, _ := privsep.EncodeJSON(wireRecover{Users: ch.recent})
+			err := ch.conn.TrySend(msgRecover, b)
 			switch {
 			case err == nil:
 				ch.owed = false
@@ -184,8 +339,9 @@ const (
 )
 
 // setChannel installs the socket to the exec process of target, replacing
-// any previous one.
-func (n *netProc) setChannel(target int, f *os.File, recover bool) error {
+// any previous one. account is set for one started on demand: the events
+// waiting for it go first.
+func (n *netProc) setChannel(target int, account string, f *os.File, recover bool) error {
 	c, err := privsep.NewConn(f)
 	if err != nil {
 		return err
@@ -195,9 +351,22 @@ func (n *netProc) setChannel(target int, f *os.File, recover bool) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ch := n.chans[target]
+	if ch != nil && ch.account != account {
+		c.Close()
+		return fmt.Errorf("target %d is not the exec process of %q: %w", target, account, errProtocol)
+	}
 	if ch == nil {
-		ch = &execChan{target: target, owner: n, kick: make(chan struct{}, 1)}
+		if account != "" && n.byAccount[account] != nil {
+			c.Close()
+			return fmt.Errorf("a second exec process for %q: %w", account, errProtocol)
+		}
+		ch = &execChan{target: target, account: account, owner: n, kick: make(chan struct{}, 1)}
 		n.chans[target] = ch
+		if account != "" {
+			n.byAccount[account] = ch
+		} else if a := n.static[target]; a != "" {
+			n.byAccount[a] = ch
+		}
 		go ch.recoverer()
 	}
 	ch.mu.Lock()
@@ -210,6 +379,23 @@ func (n *netProc) setChannel(target int, f *os.File, recover bool) error {
 		default:
 		}
 	}
+	if q := n.waiting[account]; account != "" && q != nil {
+		delete(n.waiting, account)
+		for i, f := range q.frames {
+			n.waitBytes -= len(f)
+			ch.recentLocked(q.users[i])
+			if ch.owed || ch.conn == nil {
+				continue // the recovery covers it
+			}
+			if err := ch.conn.TrySendFrame(f); err != nil {
+				// Accepted long ago: a recovery run covers what the
+				// fresh channel cannot take at once.
+				if err := ch.owe(); err != nil {
+					n.log.Warn("cannot record a recovery", "account", account, "err", err)
+				}
+			}
+		}
+	}
 	ch.mu.Unlock()
 	if old != nil {
 		old.Close()
@@ -217,24 +403,73 @@ func (n *netProc) setChannel(target int, f *os.File, recover bool) error {
 	return nil
 }
 
-// keepTargets drops the channels of exec processes no longer configured.
+// recentLocked is noteUser with ch.mu held.
+func (ch *execChan) recentLocked(user string) {
+	if slices.Contains(ch.recent, user) {
+		return
+	}
+	if len(ch.recent) >= maxRecoverUsers {
+		ch.recent = slices.Delete(ch.recent, 0, 1)
+	}
+	ch.recent = append(ch.recent, user)
+}
+
+// keepTargets drops the channels of exec processes no longer configured,
+// but those started on demand, which the parent retires itself.
 func (n *netProc) keepTargets(targets map[int]string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.static = targets
 	for t, ch := range n.chans {
-		if _, ok := targets[t]; ok {
+		if _, ok := targets[t]; ok || (ch.account != "" && targets != nil) {
 			continue
 		}
-		delete(n.chans, t)
-		ch.mu.Lock()
-		ch.gone = true
-		if ch.conn != nil {
-			ch.conn.Close()
-			ch.conn = nil
-		}
-		close(ch.kick) // under mu: owe and setChannel kick only while !gone
-		ch.mu.Unlock()
+		n.dropLocked(t, ch)
 	}
+	// The configuration's accounts are found by name too, for the
+	// wildcard handlers whose run_as names one of them.
+	for a, ch := range n.byAccount {
+		if ch.account == "" {
+			delete(n.byAccount, a)
+		}
+	}
+	for t, a := range targets {
+		if ch := n.chans[t]; ch != nil && n.byAccount[a] == nil {
+			n.byAccount[a] = ch
+		}
+	}
+}
+
+// retire drops the channel of an exec process started on demand that
+// the parent stops: nothing more is sent to it, and the events of its
+// account wait for the next one.
+func (n *netProc) retire(target int) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ch := n.chans[target]
+	if ch == nil || ch.account == "" {
+		return fmt.Errorf("retire target %d, no exec process started on demand: %w", target, errProtocol)
+	}
+	n.dropLocked(target, ch)
+	return nil
+}
+
+// dropLocked forgets a channel. n.mu must be held.
+func (n *netProc) dropLocked(t int, ch *execChan) {
+	delete(n.chans, t)
+	for a, c := range n.byAccount {
+		if c == ch {
+			delete(n.byAccount, a)
+		}
+	}
+	ch.mu.Lock()
+	ch.gone = true
+	if ch.conn != nil {
+		ch.conn.Close()
+		ch.conn = nil
+	}
+	close(ch.kick) // under mu: owe and setChannel kick only while !gone
+	ch.mu.Unlock()
 }
 
 func (n *netProc) closeAll() {
@@ -246,8 +481,13 @@ func (n *netProc) closeAll() {
 // forwards valid notifications to the exec processes. It returns nil
 // after a shutdown the parent asked for.
 func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
-	n := &netProc{ctl: ctl, chans: map[int]*execChan{}, log: slog.New(slog.DiscardHandler)}
+	n := &netProc{ctl: ctl, chans: map[int]*execChan{}, log: slog.New(slog.DiscardHandler),
+		byAccount: map[string]*execChan{}, waiting: map[string]*waitQ{}, refused: map[string]time.Time{},
+		wants: make(chan wireExecWant, maxWaitAccounts)}
 	defer n.closeAll()
+	// n.wants is never closed: a request still being handled at the
+	// end must not send on a closed channel; the process exits.
+	go n.asker()
 	var (
 		st      stream
 		pending *netConfig // the stream being received
@@ -272,6 +512,7 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 	// serving is what the HTTP server serves for a configuration.
 	serving := func(c *netConfig) listener.Config {
 		lc := c.listenerConfig()
+		lc.Accounts = n
 		if c.global.TLS {
 			lc.TLS = certs.TLSConfig()
 		}
@@ -419,7 +660,22 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 				err = cmpErr(err, fmt.Errorf("bad target %d: %w", w.Target, errProtocol))
 				break
 			}
-			err = n.setChannel(w.Target, m.Files[0], w.Recover)
+			if w.Account != "" && !config.ValidAccountName(w.Account) {
+				closeFiles(m)
+				err = fmt.Errorf("bad account %q: %w", w.Account, errProtocol)
+				break
+			}
+			err = n.setChannel(w.Target, w.Account, m.Files[0], w.Recover)
+		case msgExecRetire:
+			var w wireExecRetire
+			if err = decode(m, &w); err == nil {
+				err = n.retire(w.Target)
+			}
+		case msgExecRefused:
+			var w wireExecAccount
+			if err = decode(m, &w); err == nil {
+				n.refuse(w.Account)
+			}
 		case msgTLSPair:
 			// The parent checked the pair; one that fails here is a
 			// malformed message, which ends the channel like any other.

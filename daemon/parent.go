@@ -43,8 +43,10 @@ const (
 	// sendTimeout bounds every send from the parent: a stopped child
 	// must never hang the root process.
 	sendTimeout = 2 * time.Second
-	// More than maxCrashes crashes of children within crashWindow stop
-	// the daemon: something is wrong that restarting will not fix.
+	// More than maxCrashes crashes of the network process within
+	// crashWindow stop the daemon: something is wrong that restarting
+	// will not fix. (An exec process's account can kill it: its deaths
+	// only lengthen its own backoff.)
 	maxCrashes  = 5
 	crashWindow = time.Minute
 	// A crashed child is started again after backoffMin, doubling with
@@ -132,6 +134,14 @@ type proc struct {
 	done chan struct{} // closed once Wait returned
 	err  error         // Wait's result, valid after done
 
+	// onDemand: started for an account of a wildcard run_as (spec §5);
+	// idleSince is when it last said it had nothing to do (zero: busy).
+	onDemand  bool
+	idleSince time.Time
+	// worked: it reported busy once. Its first idle report comes at its
+	// start, before the events it was started for reach it: room is made
+	// only by stopping one that has done what it was started for.
+	worked   bool
 	stopping bool                   // asked to stop, or replaced: its exit is no crash
 	reported bool                   // killed on another child's report: restarted, not counted
 	ready    bool                   // reported ready once
@@ -149,6 +159,7 @@ type procEvent struct {
 	err          error // a broken control channel
 	exited       bool
 	readyTimeout bool
+	idleCheck    bool // an on-demand exec process may have been idle for exec_idle
 }
 
 type tlsReq struct {
@@ -191,6 +202,17 @@ type supervisor struct {
 	restarts    map[string]int // by child name, for status
 	startRuns   bool           // the exec processes started now do their run_at_start runs
 
+	// Exec processes on demand: the accounts the parent accepted
+	// (checked against the handlers' rules), their targets, how many such
+	// processes exist (stopping ones too, until they have exited), and
+	// the accounts waiting for a free place, in order.
+	dynAccts  map[string]privsep.Account
+	dynTarget map[string]int
+	nextDyn   int
+	dynLive   int
+	wantQ     []string
+	refusals  *logging.Limiter
+
 	events  chan procEvent
 	restart chan string
 	tlsReqs chan tlsReq
@@ -204,7 +226,9 @@ func (p *Parent) Run(ctx context.Context) error {
 	s := &supervisor{p: p, log: p.Log, cfg: p.Config, execs: map[string]*proc{}, live: map[int]*proc{},
 		owed: map[int]bool{}, crashedChild: map[time.Time]string{}, events: make(chan procEvent, 256), restart: make(chan string, 16),
 		tlsReqs: make(chan tlsReq), quit: make(chan struct{}),
-		ctlReqs: make(chan *ctlOp), ctlTimeouts: make(chan uint64, 16), restarts: map[string]int{}, startTime: time.Now()}
+		ctlReqs: make(chan *ctlOp), ctlTimeouts: make(chan uint64, 16), restarts: map[string]int{}, startTime: time.Now(),
+		dynAccts: map[string]privsep.Account{}, dynTarget: map[string]int{}, nextDyn: dynTargetBase,
+		refusals: logging.NewLimiterTotal(time.Minute, 1, maxRefusalLines, nil)}
 	defer s.close()
 	if err := s.prepare(); err != nil {
 		return err
@@ -505,16 +529,33 @@ func (s *supervisor) send(pr *proc, msgs ...outMsg) error {
 }
 
 // startExec starts the exec process of an account of the configuration
-// in force and connects it to the network process.
+// in force, or of one accepted for a wildcard run_as, and connects it to
+// the network process.
 func (s *supervisor) startExec(account string) error {
+	stream, onDemand := s.streams.exec[account], false
+	target := s.streams.targets[account]
+	if stream == nil {
+		a, ok := s.dynAccts[account]
+		if !ok {
+			return fmt.Errorf("exec[%s]: no such account in the configuration", account)
+		}
+		var err error
+		if stream, err = s.onDemandStream(a); err != nil {
+			return err
+		}
+		onDemand, target = true, s.dynTarget[account]
+	}
 	name := "exec[" + account + "]"
 	pr, err := s.spawn(name, []string{"-R", "exec:" + account})
 	if err != nil {
 		return err
 	}
-	pr.account, pr.target = account, s.streams.targets[account]
+	pr.account, pr.target, pr.onDemand = account, target, onDemand
+	if onDemand {
+		s.dynLive++
+	}
 	s.execs[account] = pr
-	if err := s.send(pr, s.streams.exec[account]...); err != nil {
+	if err := s.send(pr, stream...); err != nil {
 		s.kill(pr, err.Error())
 		return err
 	}
@@ -526,7 +567,7 @@ func (s *supervisor) startExec(account string) error {
 		s.kill(pr, err.Error())
 		return err
 	}
-	if s.startRuns {
+	if s.startRuns && !onDemand {
 		if err := s.send(pr, outMsg{typ: msgStartRuns}); err != nil {
 			s.kill(pr, err.Error())
 			return err
@@ -588,7 +629,11 @@ func (s *supervisor) connect(n, x *proc, recover bool) {
 		s.kill(x, err.Error())
 		return
 	}
-	m, err := jsonMsg(msgExecChannel, wireExecChannel{Target: x.target, Recover: recover})
+	w := wireExecChannel{Target: x.target, Recover: recover}
+	if x.onDemand {
+		w.Account = x.account
+	}
+	m, err := jsonMsg(msgExecChannel, w)
 	if err == nil {
 		m.file = toNet
 		err = s.send(n, m)
@@ -633,6 +678,9 @@ func (s *supervisor) handle(ev procEvent) error {
 			s.kill(pr, fmt.Sprintf("not ready within %s", startTimeout))
 		}
 		return nil
+	case ev.idleCheck:
+		s.idleCheck(pr)
+		return nil
 	case ev.err != nil:
 		s.kill(pr, ev.err.Error())
 		return nil
@@ -671,6 +719,19 @@ func (s *supervisor) handle(ev procEvent) error {
 		if err = decode(m, &d); err == nil {
 			s.ctlDone(pr, d)
 		}
+	case msgExecWant:
+		var w wireExecWant
+		if err = decode(m, &w); err == nil {
+			err = w.validate()
+		}
+		if err == nil && s.current(pr) {
+			s.want(w)
+		}
+	case msgExecIdle:
+		var w wireExecIdle
+		if err = decode(m, &w); err == nil {
+			s.idleReport(pr, w.Idle)
+		}
 	case msgOwed:
 		var o wireOwed
 		if err = decode(m, &o); err != nil {
@@ -698,7 +759,7 @@ func (s *supervisor) handle(ev procEvent) error {
 func (s *supervisor) readied() {
 	all := s.net != nil && s.net.ready && s.net.gen == s.gen
 	for _, x := range s.execs {
-		all = all && x != nil && x.ready && x.gen == s.gen
+		all = all && x != nil && (x.stopping || x.ready && x.gen == s.gen)
 	}
 	if !all {
 		return
@@ -724,7 +785,7 @@ func (s *supervisor) owedReport(pr *proc, o wireOwed) {
 	// Security: the report comes from the least trusted process; only a
 	// target of the configuration in force may enter the parent's books,
 	// so a compromised one cannot make them grow.
-	if !slices.Contains(slices.Collect(maps.Values(s.streams.targets)), o.Target) {
+	if !slices.Contains(slices.Collect(maps.Values(s.streams.targets)), o.Target) && !slices.Contains(slices.Collect(maps.Values(s.dynTarget)), o.Target) {
 		s.log.Warn("the network process reports an unknown exec process", "child", pr.name, "target", o.Target)
 		return
 	}
@@ -756,6 +817,18 @@ func (s *supervisor) exited(pr *proc) error {
 	}
 	delete(s.live, pr.pid)
 	defer pr.child.Conn.Close()
+	if pr.onDemand {
+		s.dynLive--
+		if pr.stopping && s.current(pr) {
+			// Drained (or retired by a reload): the account may get
+			// another when an event asks for it.
+			delete(s.execs, pr.account)
+			delete(s.owed, pr.target)
+			delete(s.dynTarget, pr.account)
+			delete(s.dynAccts, pr.account)
+		}
+		defer s.serveWants()
+	}
 	if pr.stopping || !s.current(pr) || s.stopping {
 		if pr.err != nil {
 			s.log.Warn("child exited uncleanly", "child", pr.name, "status", exitReason(pr.err))
@@ -788,12 +861,18 @@ func (s *supervisor) exited(pr *proc) error {
 		return fmt.Errorf("child %s died during start-up (%s)", pr.name, reason)
 	}
 	now := time.Now()
-	if pr.reported {
+	switch {
+	case !pr.isNet():
+		// Security: an exec process runs as its account, which can kill
+		// it at will: counted, six kills in a minute would stop the
+		// daemon for every account. It restarts with its own backoff;
+		// only the network process's crashes are the daemon's budget.
+	case pr.reported:
 		// Killed because an exec process reported it: backoff, but no
 		// crash of the budget, or one account's process could stop the
 		// daemon for everyone by reporting six times.
 		s.log.Info("the network process was replaced on an exec process's report; not counted as a crash", "child", pr.name)
-	} else {
+	default:
 		recent := s.crashes[:0]
 		for _, t := range s.crashes {
 			if now.Sub(t) < crashWindow {
@@ -1046,6 +1125,9 @@ func (s *supervisor) reload(reason string) (res control.ReloadResult, err error)
 		oldAccts[a.Name] = a
 	}
 	for name, x := range s.execs {
+		if _, dyn := s.dynAccts[name]; dyn {
+			continue // reloadOnDemand decides
+		}
 		a, ok := wanted[name]
 		switch {
 		case !ok:
@@ -1063,6 +1145,7 @@ func (s *supervisor) reload(reason string) (res control.ReloadResult, err error)
 			s.retire(x, ShutdownGrace, ShutdownGrace+killGrace+2*time.Second)
 		}
 	}
+	s.reloadOnDemand(wanted)
 	for _, a := range nc.Accounts() {
 		x, ok := s.execs[a.Name]
 		switch {

@@ -37,13 +37,18 @@ package daemon
 //	17   msgNetFault       exec -> parent          0   wireFault: the net process broke the protocol
 //	18   msgFatal          net, exec -> parent     0   wireFault: the child's last words
 //	19   msgEvent          net -> exec             0   wireEvent (binary, see encodeEvent)
-//	20   msgRecover        net -> exec             0   none: run every handler once
+//	20   msgRecover        net -> exec             0   wireRecover: run every handler once (and wildcard ones for these users)
 //	21   msgChroot         parent -> net           1   none: the checked chroot directory, open
 //	22   msgStatusReq      parent -> exec          0   wireCtlID: report every handler's state
 //	23   msgRunReq         parent -> exec          0   wireRunReq: start matching handlers (manual)
 //	24   msgStatusItem     exec -> parent          0   wireStatusItem (one handler)
 //	25   msgCtlDone        exec -> parent          0   wireCtlDone: the end of an answer
 //	26   msgStartRuns      parent -> exec          0   none: the run_at_start runs, at daemon start only
+//	27   msgExecWant       net -> parent           0   wireExecWant: an exec process for an account of a wildcard run_as
+//	28   msgExecRefused    parent -> net           0   wireExecAccount: that account gets none; drop what waits for it
+//	29   msgExecRetire     parent -> net           0   wireExecRetire: send nothing more to this exec process
+//	30   msgExecIdle       exec -> parent          0   wireExecIdle: an on-demand exec process has nothing to do, or again has
+//	31   msgDrain          parent -> exec          0   none: finish what you have, then exit, once the net channel has ended
 
 import (
 	"bytes"
@@ -90,6 +95,11 @@ const (
 	msgStatusItem
 	msgCtlDone
 	msgStartRuns
+	msgExecWant
+	msgExecRefused
+	msgExecRetire
+	msgExecIdle
+	msgDrain
 	msgMax
 )
 
@@ -153,6 +163,11 @@ var protocol = [msgMax]msgSpec{
 	msgStatusItem:  {"status-item", execToParent, 0},
 	msgCtlDone:     {"ctl-done", execToParent, 0},
 	msgStartRuns:   {"start-runs", parentToExec, 0},
+	msgExecWant:    {"exec-want", netToParent, 0},
+	msgExecRefused: {"exec-refused", parentToNet, 0},
+	msgExecRetire:  {"exec-retire", parentToNet, 0},
+	msgExecIdle:    {"exec-idle", execToParent, 0},
+	msgDrain:       {"drain", parentToExec, 0},
 }
 
 // errProtocol is wrapped by every rejection of checkMsg and of the
@@ -424,10 +439,18 @@ type wireRoute struct {
 	Event  string   `json:"event"`
 	IP     []string `json:"ip"`
 	Target int      `json:"target"`
+	// RunAs and Handler: a handler whose account comes from the event's
+	// user (config.Handler.Dynamic); Target is then unused.
+	RunAs   string `json:"run_as"`
+	Handler int    `json:"handler"`
 }
 
 type wireExecChannel struct {
 	Target int `json:"target"`
+	// Account is set for an exec process started on demand: the network
+	// process routes the events of wildcard run_as handlers for this
+	// account to it, and keeps it across reloads until told to retire it.
+	Account string `json:"account"`
 	// Recover: the exec process at the other end may have lost events
 	// (it was restarted, or the previous network process could not hand
 	// them over): send msgRecover on the channel.
@@ -482,14 +505,19 @@ func (c *netConfig) add(m privsep.Msg) error {
 			return err
 		}
 		ev, ok := event.Canonical(w.Event)
-		if !ok || !event.ValidUser(w.User) {
+		if !ok || !event.ValidUser(w.User) || (config.IsUserPattern(w.User) && !config.ValidUserPattern(w.User)) {
 			return fmt.Errorf("route for %q %q: %w", w.User, w.Event, errProtocol)
+		}
+		if w.RunAs != "" {
+			if _, err := config.ExpandRunAs(w.RunAs, "u@d"); err != nil || !config.IsUserPattern(w.User) || w.Handler < 1 {
+				return fmt.Errorf("route for %q: bad run_as %q: %w", w.User, w.RunAs, errProtocol)
+			}
 		}
 		ip, err := parsePrefixes(w.IP)
 		if err != nil {
 			return err
 		}
-		c.routes = append(c.routes, listener.Route{User: w.User, Event: ev, IP: ip, Target: w.Target})
+		c.routes = append(c.routes, listener.Route{User: w.User, Event: ev, IP: ip, Target: w.Target, RunAs: w.RunAs, Handler: w.Handler})
 	default:
 		return fmt.Errorf("message %s in a net configuration: %w", msgName(m.Type), errProtocol)
 	}
@@ -522,7 +550,7 @@ func (c *netConfig) validate() error {
 		}
 	}
 	for _, r := range c.routes {
-		if _, ok := c.targets[r.Target]; !ok {
+		if _, ok := c.targets[r.Target]; !ok && r.RunAs == "" {
 			return fmt.Errorf("net configuration: route target %d is no exec process: %w", r.Target, errProtocol)
 		}
 	}
@@ -574,6 +602,12 @@ func netItems(cfg *config.Config, log logOptions, drop *wireDrop, targets map[st
 	}
 	for i := range cfg.Handlers {
 		h := &cfg.Handlers[i]
+		if h.Dynamic {
+			if err := add(msgNetRoute, wireRoute{User: h.User, Event: h.Event, IP: prefixStrings(h.IP), RunAs: h.RunAs, Handler: h.Number}); err != nil {
+				return nil, fmt.Errorf("handler at line %d: %w", h.Line, err)
+			}
+			continue
+		}
 		t, ok := targets[h.Account.Name]
 		if !ok {
 			return nil, fmt.Errorf("handler at line %d: no exec process for account %q", h.Line, h.Account.Name)
@@ -591,6 +625,9 @@ type wireExecGlobal struct {
 	Log     logOptions  `json:"log"`
 	Account wireAccount `json:"account"`
 	Drop    bool        `json:"drop"` // started as root: drop to Account
+	// OnDemand: started for an account of a wildcard run_as; it reports
+	// when it is idle (msgExecIdle) and may be drained.
+	OnDemand bool `json:"on_demand"`
 }
 
 type wireHandler struct {
@@ -611,13 +648,17 @@ type wireHandler struct {
 	RunAtStart     bool              `json:"run_at_start"`
 	Retries        int               `json:"retries"`
 	RetryBackoff   time.Duration     `json:"retry_backoff_ns"`
+	Pattern        bool              `json:"pattern"`
+	MinUID         int               `json:"min_uid"`
+	Dynamic        bool              `json:"dynamic"`
 }
 
 func toWireHandler(h *config.Handler) wireHandler {
 	return wireHandler{Line: h.Line, Number: h.Number, User: h.User, Event: h.Event, Command: h.Command, Path: h.Path,
 		Delay: h.Delay, LimitPeriod: h.LimitPeriod, LimitBurst: h.LimitBurst, Periodic: h.Periodic,
 		RunAs: h.RunAs, Env: h.Env, CommandTimeout: h.CommandTimeout, IP: prefixStrings(h.IP),
-		RunAtStart: h.RunAtStart, Retries: h.Retries, RetryBackoff: h.RetryBackoff}
+		RunAtStart: h.RunAtStart, Retries: h.Retries, RetryBackoff: h.RetryBackoff,
+		Pattern: h.Pattern, MinUID: h.MinUID, Dynamic: h.Dynamic}
 }
 
 // handler validates a received handler and rebuilds it for the exec
@@ -632,8 +673,17 @@ func (w wireHandler) handler(acct privsep.Account) (config.Handler, error) {
 		return fail("unknown event " + strconv.Quote(w.Event))
 	case !event.ValidUser(w.User):
 		return fail("bad user")
-	case len(w.Command) == 0 || w.Path == "" || w.Path[0] != '/':
+	case len(w.Command) == 0 || w.Path == "" || (w.Path[0] != '/' && !homeProgram(w.Path)):
 		return fail("no resolved command")
+	case w.Pattern != config.IsUserPattern(w.User) || (w.Pattern && !config.ValidUserPattern(w.User)):
+		return fail("bad user pattern")
+	case w.Dynamic && (!w.Pattern || !config.HasRunAsVars(w.RunAs)):
+		return fail("bad wildcard run_as")
+	case w.Dynamic && (w.MinUID < 1 || acct.UID < w.MinUID):
+		// Security: the parent streams a wildcard handler only to
+		// accounts at or above its min_uid; anything else is a parent
+		// gone wrong, and must not run.
+		return fail("account below min_uid")
 	case w.Delay < 0 || w.LimitPeriod < 0 || w.Periodic < 0 || w.CommandTimeout < 0 || w.LimitBurst < 1:
 		return fail("bad timing")
 	case w.Line < 0 || w.Number < 0:
@@ -652,7 +702,15 @@ func (w wireHandler) handler(acct privsep.Account) (config.Handler, error) {
 	return config.Handler{Line: w.Line, Number: w.Number, User: w.User, Event: ev, Command: w.Command, Path: w.Path,
 		Delay: w.Delay, LimitPeriod: w.LimitPeriod, LimitBurst: w.LimitBurst, Periodic: w.Periodic,
 		RunAs: w.RunAs, Env: env, CommandTimeout: w.CommandTimeout, IP: ip, Account: acct,
-		RunAtStart: w.RunAtStart, Retries: w.Retries, RetryBackoff: w.RetryBackoff}, nil
+		RunAtStart: w.RunAtStart, Retries: w.Retries, RetryBackoff: w.RetryBackoff,
+		Pattern: w.Pattern, MinUID: w.MinUID, Dynamic: w.Dynamic}, nil
+}
+
+// homeProgram reports whether a handler's Path is a program in the
+// account's home, looked up when it runs.
+func homeProgram(path string) bool {
+	_, ok := config.HomeRelative(path)
+	return ok
 }
 
 // execConfig is what an exec process assembles from one stream.
@@ -721,7 +779,11 @@ func execItems(cfg *config.Config, log logOptions, acct privsep.Account, drop bo
 	out := []outMsg{g}
 	for i := range cfg.Handlers {
 		h := &cfg.Handlers[i]
-		if h.Account.Name != acct.Name {
+		// Every exec process gets the wildcard run_as handlers its
+		// account may run: an event of one of their users whose run_as
+		// names this account comes to it, whether it exists for other
+		// handlers or was started on demand.
+		if h.Account.Name != acct.Name && !(h.Dynamic && dynamicAllows(cfg, h, acct)) {
 			continue
 		}
 		m, err := jsonMsg(msgExecHandler, toWireHandler(h))
@@ -731,6 +793,65 @@ func execItems(cfg *config.Config, log logOptions, acct privsep.Account, drop bo
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// dynamicAllows applies the account rules of a wildcard run_as handler
+// (config.DynamicAccount's, but the lookup) to an account already known.
+func dynamicAllows(cfg *config.Config, h *config.Handler, acct privsep.Account) bool {
+	return acct.UID != 0 && acct.GID != 0 && acct.UID >= h.MinUID && acct.Name != cfg.Privsep.User
+}
+
+// ---- exec processes on demand ----
+
+type wireExecWant struct {
+	Account string `json:"account"`
+	Handler int    `json:"handler"` // the number of a handler whose run_as names Account for User
+	User    string `json:"user"`
+}
+
+func (w wireExecWant) validate() error {
+	if !config.ValidAccountName(w.Account) || !event.ValidUser(w.User) || w.Handler < 1 || len(w.User) > maxUser {
+		return fmt.Errorf("exec want: bad account, user or handler: %w", errProtocol)
+	}
+	return nil
+}
+
+// maxUser bounds a user name in the messages of exec processes on demand
+// and recovery lists; Dovecot's are far shorter.
+const maxUser = 1024
+
+type wireExecAccount struct {
+	Account string `json:"account"`
+}
+
+type wireExecRetire struct {
+	Target int `json:"target"`
+}
+
+type wireExecIdle struct {
+	Idle bool `json:"idle"`
+}
+
+// wireRecover lists users whose events an exec process may have lost:
+// its wildcard handlers run once for each of them too.
+type wireRecover struct {
+	Users []string `json:"users"`
+}
+
+// maxRecoverUsers bounds wireRecover.Users, as the network process keeps
+// at most that many per exec process.
+const maxRecoverUsers = 256
+
+func (w wireRecover) validate() error {
+	if len(w.Users) > maxRecoverUsers {
+		return fmt.Errorf("recover: %d users: %w", len(w.Users), errProtocol)
+	}
+	for _, u := range w.Users {
+		if !event.ValidUser(u) || len(u) > maxUser {
+			return fmt.Errorf("recover: bad user: %w", errProtocol)
+		}
+	}
+	return nil
 }
 
 // ---- control messages ----
@@ -791,8 +912,10 @@ func (r wireRunReq) validate() error {
 // it is (user, event, account) comes from the parent's own configuration,
 // by Number.
 type wireStatusItem struct {
-	ID           uint64       `json:"id"`
-	Number       int          `json:"number"`
+	ID     uint64 `json:"id"`
+	Number int    `json:"number"`
+	// User is set on the state of one user of a wildcard handler.
+	User         string       `json:"user"`
 	State        string       `json:"state"`
 	Due          time.Time    `json:"due"`
 	Pending      int          `json:"pending"`
@@ -834,6 +957,10 @@ func (w *wireStatusItem) validate() error {
 		return fmt.Errorf("status: negative count: %w", errProtocol)
 	case w.LastRun != nil && (!signalWord(w.LastRun.Signal) || !slices.Contains(validTriggers, w.LastRun.Trigger) || w.LastRun.Duration < 0):
 		return fmt.Errorf("status: bad last run: %w", errProtocol)
+	case w.User != "" && (!event.ValidUser(w.User) || len(w.User) > maxUser):
+		// ValidUser refuses control characters: no escape sequence
+		// reaches root's terminal through a user's name.
+		return fmt.Errorf("status: bad user: %w", errProtocol)
 	}
 	return nil
 }

@@ -589,6 +589,28 @@ func TestReportedKillsNotCounted(t *testing.T) {
 	}
 }
 
+// An exec process runs as its account, which can kill it at will: its
+// deaths are restarted, never counted against the daemon's budget, or
+// one account could stop the daemon for everyone.
+func TestExecCrashesNotCounted(t *testing.T) {
+	s := &supervisor{streams: &streams{targets: map[string]int{"alice": 0}}, owed: map[int]bool{}, execs: map[string]*proc{},
+		live: map[int]*proc{}, crashedChild: map[time.Time]string{}, restart: make(chan string, 64),
+		quit: make(chan struct{}), started: true, log: slog.New(slog.DiscardHandler)}
+	defer close(s.quit)
+	for i := range 3 * maxCrashes {
+		c, _ := pair(t)
+		pr := &proc{name: "exec[alice]", account: "alice", child: &privsep.Child{Conn: c}, readDone: make(chan struct{})}
+		close(pr.readDone)
+		s.execs["alice"] = pr
+		if err := s.exited(pr); err != nil {
+			t.Fatalf("kill %d of alice's exec process: %v", i+1, err)
+		}
+	}
+	if len(s.crashes) != 0 {
+		t.Errorf("exec deaths counted: %v", s.crashes)
+	}
+}
+
 // A hostile account's exec process can report only on its own handlers,
 // once each, while asked; what it says of anything else is dropped.
 func TestStatusItemOnlyOwnHandlers(t *testing.T) {

@@ -76,9 +76,10 @@ type Options struct {
 	// busy (false) or back (true); an Exec starts idle, and is not called
 	// for that. It is idle when no handler has a run pending, a command
 	// running (its program in the home being looked up included) or a
-	// retry waiting for its back-off, and no wildcard handler keeps any
-	// user's state (one waiting for its token bucket to refill counts as
-	// busy); armed periodic timers do not count. Calls come from one
+	// retry waiting for its back-off: a wildcard handler's user state
+	// that only waits for its token bucket to refill does not count (the
+	// process may be stopped then, and its users' limits start afresh in
+	// the next), nor do armed periodic timers. Calls come from one
 	// goroutine of their own, in the order of the transitions, never two
 	// at once and never with a lock of the Exec held, so OnIdle may call
 	// Idle or Status (but not Shutdown, which waits for it). Transitions

@@ -319,7 +319,7 @@ func (h *handler) state(user string) *sched {
 		// alive.
 		s = &sched{h: h, user: strings.Clone(user), lim: rate.NewLimiter(h.limit, h.burst)}
 		h.users[s.user] = s
-		h.x.busyAdd(1)
+		h.x.setBusy(&s.busy, true)
 		return s
 	}
 	if s.refill {
@@ -338,21 +338,28 @@ func (h *handler) settle(s *sched) {
 		h.x.setBusy(&s.busy, s.running || s.phase != noPending)
 		return
 	}
-	if s.running || s.phase != noPending || s.refill {
+	if s.running || s.phase != noPending {
+		h.x.setBusy(&s.busy, true)
+		return
+	}
+	if s.refill {
+		// Kept for its rate limit only: nothing to do, not busy.
+		h.x.setBusy(&s.busy, false)
 		return
 	}
 	if !h.stopped {
 		if d := s.refillIn(h.x.clock.Now()); d > 0 {
 			s.armWait(d, (*sched).refilled)
 			s.refill = true
+			h.x.setBusy(&s.busy, false)
 			return
 		}
 	}
 	s.stopWait()
 	if h.users[s.user] == s {
 		delete(h.users, s.user)
-		h.x.busyAdd(-1)
 	}
+	h.x.setBusy(&s.busy, false)
 }
 
 // refillIn is how long s's token bucket takes to be full again.

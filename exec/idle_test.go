@@ -59,15 +59,18 @@ func TestOnIdle(t *testing.T) {
 	h.finish(r)
 	want(true)
 
+	// A user state kept only for its bucket's refill is no work: the
+	// process is idle once the run has ended (so it may be stopped), and
+	// the state stays until the refill.
 	h.x.Deliver(newEvent("u1", "s"), peer)
 	want(false)
 	h.finish(h.next())
+	want(true)
 	h.clock.Advance(29 * time.Second) // u1's bucket refills at +30s
-	if h.x.Idle() {
-		t.Fatal("idle while u1's bucket refills")
+	if !h.x.Idle() {
+		t.Fatal("busy while u1's bucket only refills")
 	}
 	h.clock.Advance(time.Second)
-	want(true)
 
 	// Both kinds at once make one transition each way.
 	h.x.Deliver(newEvent("u2", "s"), peer)

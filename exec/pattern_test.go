@@ -192,8 +192,8 @@ func TestPerUserScheduling(t *testing.T) {
 	h.finish(a)
 	h.finish(b)
 	h.wantUsers(0, "u1", "u2")
-	if h.x.Idle() {
-		t.Error("idle while buckets refill")
+	if !h.x.Idle() {
+		t.Error("busy while the buckets only refill")
 	}
 	h.clock.Advance(30*time.Second - time.Millisecond)
 	h.wantUsers(0, "u1", "u2")

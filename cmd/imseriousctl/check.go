@@ -141,13 +141,30 @@ func (c *ctl) report(cfg *config.Config, peer netip.AddrPort, name string, body 
 			continue
 		}
 		triggered++
+		var refusal error
+		if h.Dynamic {
+			// The account the parent would start an exec process for.
+			a, err := cfg.DynamicAccount(h, ev.User)
+			hc := *h
+			hc.Account, refusal = a, err
+			h = &hc
+		}
 		env, err := exec.EventEnv(h, &ev, peer)
 		fmt.Fprintf(w, "\nhandler[%d], line %d: triggered\n", i+1, h.Line)
 		fmt.Fprintf(w, "  user     %s\n", h.User)
 		fmt.Fprintf(w, "  event    %s\n", h.Event)
 		fmt.Fprintf(w, "  command  %s\n", quoteArgs(h.Command))
 		fmt.Fprintf(w, "  path     %s\n", h.Path)
-		fmt.Fprintf(w, "  run_as   %s (uid %d, gid %d)\n", h.Account.Name, h.Account.UID, h.Account.GID)
+		switch {
+		case refusal != nil:
+			fmt.Fprintf(w, "  run_as   %q: no account, nothing runs: %v\n", h.RunAs, refusal)
+			wontStart = append(wontStart, fmt.Sprintf("handler[%d]", i+1))
+			continue
+		case h.Dynamic:
+			fmt.Fprintf(w, "  run_as   %s (uid %d, gid %d; from %q, on demand)\n", h.Account.Name, h.Account.UID, h.Account.GID, h.RunAs)
+		default:
+			fmt.Fprintf(w, "  run_as   %s (uid %d, gid %d)\n", h.Account.Name, h.Account.UID, h.Account.GID)
+		}
 		if h.Delay > 0 {
 			fmt.Fprintf(w, "  delay    %v\n", h.Delay)
 		}
