@@ -78,10 +78,15 @@ type netProc struct {
 	waiting   map[string]*waitQ
 	waitBytes int
 	// refused are accounts the parent refused, until when their events
-	// are accepted and dropped without asking again.
-	refused map[string]time.Time
+	// are accepted and dropped without asking again, and how many were.
+	refused map[string]*refusal
 	// wants feeds the goroutine that asks the parent: Route never waits.
 	wants chan wireExecWant
+}
+
+type refusal struct {
+	until   time.Time
+	dropped int
 }
 
 // waitQ is the queue of one account whose exec process is awaited.
@@ -123,10 +128,13 @@ func (n *netProc) Route(account string, handler int, user string, remote netip.A
 		ch.noteUser(user)
 		return ch.target, false, nil
 	}
-	if until, ok := n.refused[account]; ok {
-		if time.Now().Before(until) {
+	dropped := 0
+	if r := n.refused[account]; r != nil {
+		if time.Now().Before(r.until) {
+			r.dropped++
 			return 0, true, nil // accepted; the parent said why, once
 		}
+		dropped = r.dropped
 		delete(n.refused, account)
 	}
 	q := n.waiting[account]
@@ -152,7 +160,7 @@ func (n *netProc) Route(account string, handler int, user string, remote netip.A
 	if n.waiting[account] == nil {
 		n.waiting[account] = q
 		select {
-		case n.wants <- wireExecWant{Account: account, Handler: handler, User: user}:
+		case n.wants <- wireExecWant{Account: account, Handler: handler, User: user, Dropped: dropped}:
 		default:
 			delete(n.waiting, account)
 			return 0, false, errors.New("too many exec processes asked for at once")
@@ -190,12 +198,12 @@ func (n *netProc) refuse(account string) {
 	}
 	if len(n.refused) >= maxRefused {
 		now := time.Now()
-		maps.DeleteFunc(n.refused, func(_ string, until time.Time) bool { return now.After(until) })
+		maps.DeleteFunc(n.refused, func(_ string, r *refusal) bool { return now.After(r.until) })
 		if len(n.refused) >= maxRefused {
 			clear(n.refused)
 		}
 	}
-	n.refused[account] = time.Now().Add(refuseFor)
+	n.refused[account] = &refusal{until: time.Now().Add(refuseFor)}
 }
 
 // noteUser remembers a user whose event went to ch through Route.
@@ -421,7 +429,7 @@ func (n *netProc) keepTargets(targets map[int]string) {
 	defer n.mu.Unlock()
 	n.static = targets
 	for t, ch := range n.chans {
-		if _, ok := targets[t]; ok || (ch.account != "" && targets != nil) {
+		if _, ok := targets[t]; ok || ch.account != "" {
 			continue
 		}
 		n.dropLocked(t, ch)
@@ -473,7 +481,11 @@ func (n *netProc) dropLocked(t int, ch *execChan) {
 }
 
 func (n *netProc) closeAll() {
-	n.keepTargets(nil)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for t, ch := range n.chans {
+		n.dropLocked(t, ch)
+	}
 }
 
 // RunNet is the network process: it collects its configuration from the
@@ -482,7 +494,7 @@ func (n *netProc) closeAll() {
 // after a shutdown the parent asked for.
 func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 	n := &netProc{ctl: ctl, chans: map[int]*execChan{}, log: slog.New(slog.DiscardHandler),
-		byAccount: map[string]*execChan{}, waiting: map[string]*waitQ{}, refused: map[string]time.Time{},
+		byAccount: map[string]*execChan{}, waiting: map[string]*waitQ{}, refused: map[string]*refusal{},
 		wants: make(chan wireExecWant, maxWaitAccounts)}
 	defer n.closeAll()
 	// n.wants is never closed: a request still being handled at the

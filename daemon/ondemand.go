@@ -106,8 +106,10 @@ func (s *supervisor) allowed(w wireExecWant) (privsep.Account, error) {
 func (s *supervisor) refuse(w wireExecWant, why error) {
 	if ok, suppressed := s.refusals.Allow(w.Account); ok {
 		attrs := []any{"account", w.Account, "user", w.User, "handler", w.Handler, "reason", why.Error()}
-		if suppressed > 0 {
-			attrs = append(attrs, "suppressed", suppressed)
+		// The network process drops the account's events for a minute
+		// without asking again, and says how many with the next ask.
+		if n := suppressed + min(w.Dropped, 1<<30); n > 0 {
+			attrs = append(attrs, "suppressed", n)
 		}
 		level := slog.LevelWarn
 		if errors.Is(why, privsep.ErrNoAccount) {

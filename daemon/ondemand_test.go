@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -77,4 +79,56 @@ func (l *logBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// The network process queues the events of an account whose exec process
+// it asked for, asks once, merges past the bound per user, refuses (503)
+// what it cannot hold, and on a refusal drops the queue and the account's
+// events for a while without asking again, counting them.
+func TestNetRouteQueue(t *testing.T) {
+	n := &netProc{chans: map[int]*execChan{}, byAccount: map[string]*execChan{}, waiting: map[string]*waitQ{},
+		refused: map[string]*refusal{}, wants: make(chan wireExecWant, 8), log: slog.New(slog.DiscardHandler)}
+	peer := netip.MustParseAddrPort("127.0.0.1:1")
+	body := []byte(`{"user":"u","event":"MessageNew"}`)
+	for i := range maxWaitPerAccount {
+		if _, queued, err := n.Route("alice", 1, fmt.Sprintf("u%d@x", i), peer, body); err != nil || !queued {
+			t.Fatalf("event %d: queued %v, %v", i, queued, err)
+		}
+	}
+	if len(n.wants) != 1 {
+		t.Fatalf("asked %d times, want once", len(n.wants))
+	}
+	// Full: a known user's event replaces its older one; a new user's is
+	// refused.
+	if _, queued, err := n.Route("alice", 1, "u7@x", peer, body); err != nil || !queued {
+		t.Fatalf("merge: %v %v", queued, err)
+	}
+	if _, _, err := n.Route("alice", 1, "new@x", peer, body); err == nil {
+		t.Fatal("a full queue took a new user's event")
+	}
+	if q := n.waiting["alice"]; len(q.frames) != maxWaitPerAccount || q.users[len(q.users)-1] != "u7@x" {
+		t.Fatalf("queue of %d, last %q", len(q.frames), q.users[len(q.users)-1])
+	}
+	n.refuse("alice")
+	if len(n.waiting) != 0 || n.waitBytes != 0 {
+		t.Fatalf("refused queue kept: %d accounts, %d bytes", len(n.waiting), n.waitBytes)
+	}
+	<-n.wants
+	for range 3 {
+		if _, queued, err := n.Route("alice", 1, "u1@x", peer, body); err != nil || !queued {
+			t.Fatalf("after the refusal: %v %v", queued, err)
+		}
+	}
+	if len(n.wants) != 0 || len(n.waiting) != 0 || n.refused["alice"].dropped != 3 {
+		t.Fatalf("after the refusal: %d asks, %d waiting, %d dropped", len(n.wants), len(n.waiting), n.refused["alice"].dropped)
+	}
+	// Once the refusal is over, the next event asks again and says how
+	// many were dropped.
+	n.refused["alice"].until = time.Now().Add(-time.Second)
+	if _, queued, err := n.Route("alice", 1, "u1@x", peer, body); err != nil || !queued {
+		t.Fatalf("after the refusal's end: %v %v", queued, err)
+	}
+	if w := <-n.wants; w.Dropped != 3 {
+		t.Errorf("want %+v, want Dropped 3", w)
+	}
 }

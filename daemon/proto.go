@@ -807,10 +807,13 @@ type wireExecWant struct {
 	Account string `json:"account"`
 	Handler int    `json:"handler"` // the number of a handler whose run_as names Account for User
 	User    string `json:"user"`
+	// Dropped counts the events of Account accepted and dropped since the
+	// parent last refused it, for the refusal's next line.
+	Dropped int `json:"dropped"`
 }
 
 func (w wireExecWant) validate() error {
-	if !config.ValidAccountName(w.Account) || !event.ValidUser(w.User) || w.Handler < 1 || len(w.User) > maxUser {
+	if !config.ValidAccountName(w.Account) || !event.ValidUser(w.User) || w.Handler < 1 || len(w.User) > maxUser || w.Dropped < 0 {
 		return fmt.Errorf("exec want: bad account, user or handler: %w", errProtocol)
 	}
 	return nil

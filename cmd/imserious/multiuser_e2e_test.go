@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -255,5 +256,129 @@ command = ["/bin/sh", "-c", "echo \"hook uid=$(id -u) user=$IMSE_USER \""]
 	}
 	if kids := execChildren(d); len(kids) != 1 || kids[0] != "exec:"+vmail {
 		t.Errorf("exec processes %v, want only exec:%s", kids, vmail)
+	}
+}
+
+// wildcardDaemon starts the daemon with one wildcard %n handler running
+// each user's hook, and a control socket; it returns the accounts, which
+// all have a good hook.
+func wildcardDaemon(t *testing.T, n int, extra string) (*daemontest.Daemon, string, []privsep.Account) {
+	t.Helper()
+	if !isRoot() {
+		t.Skip("needs root: hooks run as real accounts (CI runs this as root)")
+	}
+	var accts []privsep.Account
+	for i := range n {
+		a := daemontest.Account(t, hookUser(i))
+		os.RemoveAll(filepath.Join(a.Home, ".config"))
+		writeHook(t, a, a, 0o755)
+		accts = append(accts, a)
+	}
+	sock := filepath.Join(daemontest.PublicDir(t), "ctl.sock")
+	conf := fmt.Sprintf("listen = \"127.0.0.1:0\"\n%s%s\n[control]\nsocket = %q\n", daemontest.LogTOML,
+		strings.Replace(daemontest.PrivsepTOML(t), "[privsep]\n", "[privsep]\nexec_idle = \"1h\"\n", 1), sock)
+	conf += `
+[[handler]]
+user = "*@example.org"
+run_as = "%n"
+command = "~/.config/imserious/new-mail"
+` + extra
+	return start(t, conf), sock, accts
+}
+
+// The operator sees each active user of a wildcard handler, and the
+// account's on-demand process; imseriousctl run starts one that does not
+// exist yet; a killed one comes back and runs its users' hooks once as
+// recovery.
+func TestWildcardStatusRunRecovery(t *testing.T) {
+	d, sock, accts := wildcardDaemon(t, 2, `delay = "1h"`)
+	a, b := accts[0], accts[1]
+	// a's event waits for its delay: a user state with one event pending.
+	if resp := notify(t, notifyURL(d), fmt.Sprintf(body1, a.Name+"@example.org", 1), nil); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	d.WaitFor("a's burst", func(l daemontest.Line) bool {
+		return l.Str("msg") == "burst started, run delayed" && l.Str("user") == a.Name+"@example.org"
+	})
+	st := ctlStatus(t, sock)
+	var lines []string
+	for _, h := range st.Handlers {
+		lines = append(lines, fmt.Sprintf("%d %s %s %s %s %d", h.Handler, h.User, h.Pattern, h.RunAs, h.State, h.Pending))
+	}
+	want := []string{"1 *@example.org  %n idle 0", fmt.Sprintf("1 %s@example.org *@example.org %s delayed 1", a.Name, a.Name)}
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("status handlers:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	found := false
+	for _, p := range st.Processes {
+		found = found || p.Role == "exec" && p.Account == a.Name && p.PID > 0
+	}
+	if !found {
+		t.Errorf("no exec process of %s in %+v", a.Name, st.Processes)
+	}
+
+	// imseriousctl run for b, who has no exec process: one is started,
+	// and the manual run waits for the delay like an event's.
+	if code, out, errOut := ctlRun(t, "-s", sock, "run", b.Name+"@example.org"); code != 0 {
+		t.Fatalf("imseriousctl run: %d %s %s", code, out, errOut)
+	}
+	d.WaitFor("b's exec process", func(l daemontest.Line) bool {
+		return l.Str("msg") == "burst started, run delayed" && l.Str("user") == b.Name+"@example.org"
+	})
+
+	// Killing a's process loses its pending run: the new one runs a's
+	// hook once as recovery (the delay still applies, so a run is
+	// pending again, for a).
+	old := d.Children()["exec:"+a.Name]
+	if old.Pid == 0 {
+		t.Fatalf("no exec:%s child", a.Name)
+	}
+	m := d.Mark()
+	if err := syscall.Kill(old.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitChild(t, d, "exec:"+a.Name, old.Pid)
+	d.WaitFrom(t, m, "a's recovery", func(l daemontest.Line) bool {
+		return l.Str("user") == a.Name+"@example.org" && l.Str("msg") == "burst started, run delayed" && l.Str("trigger") == "recovery"
+	})
+}
+
+// A reload keeps an on-demand exec process whose account the new
+// configuration still allows, with the new handlers; one whose handler
+// is gone is stopped.
+func TestWildcardReload(t *testing.T) {
+	d, _, accts := wildcardDaemon(t, 1, "")
+	a := accts[0]
+	account(t, "imse_vmail")
+	if resp := notify(t, notifyURL(d), fmt.Sprintf(body1, a.Name+"@example.org", 1), nil); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	d.WaitFor("the hook", hookRan(a.Name+"@example.org"))
+	pid := d.Children()["exec:"+a.Name].Pid
+	if pid == 0 {
+		t.Fatal("no exec process")
+	}
+	// The same handler, another argument: the process is kept.
+	raw, err := os.ReadFile(d.Cmd.Args[len(d.Cmd.Args)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(raw), `command = "~/.config/imserious/new-mail"`, `command = "~/.config/imserious/new-mail again"`, 1)
+	if l := reloaded(t, d, rewrite(t, d, text)); l.Str("msg") != "configuration in force" {
+		t.Fatalf("reload: %v", l)
+	}
+	if p := d.Children()["exec:"+a.Name].Pid; p != pid {
+		t.Errorf("exec process %d replaced by %d on a reload that keeps its account", pid, p)
+	}
+	m := d.Mark()
+	if resp := notify(t, notifyURL(d), fmt.Sprintf(body1, a.Name+"@example.org", 2), nil); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	d.WaitFrom(t, m, "the hook after the reload", hookRan(a.Name+"@example.org"))
+	// Without the wildcard handler the account has no place: stopped.
+	i := strings.Index(text, "[[handler]]")
+	rewrite(t, d, text[:i]+"[[handler]]\nuser = \"nobody-here\"\nrun_as = \"imse_vmail\"\ncommand = \"/bin/true\"\n")
+	if !waitGone(t, pid, daemontest.WaitLimit) {
+		t.Errorf("exec:%s still there after its handler was removed", a.Name)
 	}
 }
