@@ -37,8 +37,14 @@ type settings struct {
 	samples  int             // requests of the request-to-command measurement
 	burst    int             // notifications of the burst
 	burstFor int             // users of the burst
-	parts    map[string]bool // of http, https, command, burst: what to run
+	wildcard int             // distinct users through one wildcard handler
+	hookAccs int             // accounts with hooks, notified at once
+	parts    map[string]bool // of allParts: what to run
 }
+
+// allParts are the parts of the bench IMSERIOUS_BENCH_RUN may pick, in
+// the order they run.
+const allParts = "http,https,command,burst,wildcard,hooks"
 
 func settingsFromEnv(t *testing.T) settings {
 	t.Helper()
@@ -54,6 +60,10 @@ func settingsFromEnv(t *testing.T) settings {
 		t.Fatalf("IMSERIOUS_BENCH=%q: want full or smoke", mode)
 	}
 	s.conns, s.handlers, s.burst, s.burstFor = 8, 10000, 10000, 100
+	s.wildcard, s.hookAccs = 10000, 100
+	if s.smoke {
+		s.wildcard, s.hookAccs = 1000, 10
+	}
 	for name, p := range map[string]*int{"IMSERIOUS_BENCH_PAIRS": &s.pairs, "IMSERIOUS_BENCH_CONNS": &s.conns,
 		"IMSERIOUS_BENCH_SAMPLES": &s.samples} {
 		if v := os.Getenv(name); v != "" {
@@ -65,13 +75,11 @@ func settingsFromEnv(t *testing.T) settings {
 		}
 	}
 	s.parts = map[string]bool{}
-	for _, p := range strings.Split(cmpStr(os.Getenv("IMSERIOUS_BENCH_RUN"), "http,https,command,burst"), ",") {
-		switch p {
-		case "http", "https", "command", "burst":
-			s.parts[p] = true
-		default:
-			t.Fatalf("IMSERIOUS_BENCH_RUN: %q is none of http, https, command, burst", p)
+	for _, p := range strings.Split(cmpStr(os.Getenv("IMSERIOUS_BENCH_RUN"), allParts), ",") {
+		if !slices.Contains(strings.Split(allParts, ","), p) {
+			t.Fatalf("IMSERIOUS_BENCH_RUN: %q is none of %s", p, allParts)
 		}
+		s.parts[p] = true
 	}
 	if v := os.Getenv("IMSERIOUS_BENCH_TIME"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -177,6 +185,13 @@ func TestBench(t *testing.T) {
 		r.burst(t, s, d, burstUsers)
 		d.stop(t)
 	}
+
+	if s.parts["wildcard"] {
+		r.wildcardUsers(t, s, root, privsep, account)
+	}
+	if s.parts["hooks"] {
+		r.hookAccounts(t, s, root, privsep)
+	}
 	r.print(t, s)
 }
 
@@ -227,6 +242,7 @@ type report struct {
 	head       []string
 	rows       [][]string // of the throughput table
 	lines      []string   // the other figures, one a line
+	wild       []string   // the wildcard rows' lines, printed last
 	notes      []string
 	startups   []time.Duration
 	idle       []int // RSS of parent, net, exec after start-up
@@ -450,7 +466,9 @@ func (r *report) print(t *testing.T, s settings) {
 		fmt.Fprintf(&b, "RSS under the HTTP load (largest of each): %s; largest total %s; target < %s: %s\n",
 			strings.Join(under, ", "), mb(r.loadSum), mb(targetMemory), verdict(r.loadSum < targetMemory))
 	}
-	b.WriteString("10,000 distinct users through one wildcard handler: skipped, wildcard handlers do not exist yet (issue 10)\n")
+	for _, l := range r.wild {
+		b.WriteString(l + "\n")
+	}
 	for _, n := range r.notes {
 		b.WriteString("note: " + n + "\n")
 	}

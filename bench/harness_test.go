@@ -230,8 +230,9 @@ type logWatch struct {
 	mu      sync.Mutex
 	tail    []string
 	counts  map[string]int
-	changed chan struct{} // closed and replaced when counts change
-	started chan run      // every "command started", when wanted
+	changed chan struct{}  // closed and replaced when counts change
+	started chan run       // every "command started", when wanted
+	exited  map[string]int // "command exited" lines by user
 }
 
 // run is one "command started" line: the user, and when it was read.
@@ -249,7 +250,7 @@ const (
 
 func watch(r io.Reader, ready string) *logWatch {
 	w := &logWatch{ready: make(chan string, 1), eof: make(chan struct{}), counts: map[string]int{},
-		changed: make(chan struct{}), started: make(chan run, 1<<16)}
+		changed: make(chan struct{}), started: make(chan run, 1<<16), exited: map[string]int{}}
 	go func() {
 		defer close(w.eof)
 		br := bufio.NewReaderSize(r, 64<<10)
@@ -271,7 +272,7 @@ func watch(r io.Reader, ready string) *logWatch {
 }
 
 func (w *logWatch) line(line []byte, ready string, sentReady *bool) {
-	var kind string
+	var kind, user string
 	switch {
 	case bytes.Contains(line, []byte(msgStarted)):
 		kind = msgStarted
@@ -283,6 +284,7 @@ func (w *logWatch) line(line []byte, ready string, sentReady *bool) {
 		}
 	case bytes.Contains(line, []byte(msgExited)):
 		kind = msgExited
+		user, _ = field(line, "user=")
 	case bytes.Contains(line, []byte(msgNotTaken)):
 		kind = msgNotTaken
 	}
@@ -298,6 +300,9 @@ func (w *logWatch) line(line []byte, ready string, sentReady *bool) {
 			w.ready <- addr
 			*sentReady = true
 		}
+	}
+	if user != "" {
+		w.exited[user]++
 	}
 	if kind != "" {
 		w.counts[kind]++
@@ -345,6 +350,44 @@ func (w *logWatch) WaitCount(t *testing.T, name, kind string, n int) {
 			t.Fatalf("%s: output ended with %d %q lines, want %d", name, got, kind, n)
 		case <-deadline.C:
 			t.Fatalf("%s: %d %q lines within %v, want %d:\n%s", name, got, kind, daemontest.WaitLimit, n, w.Tail())
+		}
+	}
+}
+
+// Ran returns how many of users have had a "command exited" line (their
+// command ran, whatever its status).
+func (w *logWatch) Ran(users []string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, u := range users {
+		if w.exited[u] > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Until waits, for at most limit, until cond holds: it is evaluated
+// again each time a counted line is read. cond may call the watch's
+// methods; what says what is awaited, for the failure's message.
+func (w *logWatch) Until(t *testing.T, name, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		w.mu.Lock()
+		changed := w.changed
+		w.mu.Unlock()
+		if cond() {
+			return
+		}
+		select {
+		case <-changed:
+		case <-w.eof:
+			t.Fatalf("%s: output ended before %s", name, what)
+		case <-deadline.C:
+			t.Fatalf("%s: not %s within %v:\n%s", name, what, limit, w.Tail())
 		}
 	}
 }

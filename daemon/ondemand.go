@@ -13,10 +13,7 @@ package daemon
 // never run the same account's handlers at once.
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/imserious/imserious/config"
@@ -111,13 +108,7 @@ func (s *supervisor) refuse(w wireExecWant, why error) {
 		if n := suppressed + min(w.Dropped, 1<<30); n > 0 {
 			attrs = append(attrs, "suppressed", n)
 		}
-		level := slog.LevelWarn
-		if errors.Is(why, privsep.ErrNoAccount) {
-			// Virtual users without a system account are the common case
-			// of a "*" handler: worth a line, not an alarm.
-			level = slog.LevelInfo
-		}
-		s.log.Log(context.Background(), level, "event runs nothing: its account may not have an exec process", attrs...)
+		s.log.Warn("event runs nothing: its account may not have an exec process", attrs...)
 	}
 	if s.net == nil {
 		return
@@ -243,7 +234,13 @@ func (s *supervisor) idleReport(pr *proc, idle bool) {
 		s.serveWants()
 		return
 	}
-	time.AfterFunc(s.cfg.Privsep.ExecIdle, func() { s.post(procEvent{pr: pr, idleCheck: true}) })
+	// One timer per process, moved on by each idle report: a busy one
+	// reports at every run.
+	if pr.idleTimer == nil {
+		pr.idleTimer = time.AfterFunc(s.cfg.Privsep.ExecIdle, func() { s.post(procEvent{pr: pr, idleCheck: true}) })
+	} else {
+		pr.idleTimer.Reset(s.cfg.Privsep.ExecIdle)
+	}
 }
 
 // idleCheck stops an on-demand exec process idle for exec_idle.

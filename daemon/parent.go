@@ -141,14 +141,15 @@ type proc struct {
 	// worked: it reported busy once. Its first idle report comes at its
 	// start, before the events it was started for reach it: room is made
 	// only by stopping one that has done what it was started for.
-	worked   bool
-	stopping bool                   // asked to stop, or replaced: its exit is no crash
-	reported bool                   // killed on another child's report: restarted, not counted
-	ready    bool                   // reported ready once
-	gen      uint64                 // last generation it reported in force
-	fatal    atomic.Pointer[string] // its last words (msgFatal), set by the reader
-	readDone chan struct{}          // closed when the reader has seen the end
-	timer    *time.Timer
+	worked    bool
+	idleTimer *time.Timer            // the check at exec_idle
+	stopping  bool                   // asked to stop, or replaced: its exit is no crash
+	reported  bool                   // killed on another child's report: restarted, not counted
+	ready     bool                   // reported ready once
+	gen       uint64                 // last generation it reported in force
+	fatal     atomic.Pointer[string] // its last words (msgFatal), set by the reader
+	readDone  chan struct{}          // closed when the reader has seen the end
+	timer     *time.Timer
 }
 
 func (pr *proc) isNet() bool { return pr.account == "" }
@@ -814,6 +815,9 @@ func (s *supervisor) execByTarget(t int) *proc {
 func (s *supervisor) exited(pr *proc) error {
 	if pr.timer != nil {
 		pr.timer.Stop()
+	}
+	if pr.idleTimer != nil {
+		pr.idleTimer.Stop()
 	}
 	delete(s.live, pr.pid)
 	defer pr.child.Conn.Close()
