@@ -172,6 +172,14 @@ func (n *netProc) Route(account string, handler int, user string, remote netip.A
 	return 0, true, nil
 }
 
+// Note is the listener's: the users of a wildcard handler with a literal
+// run_as, for a recovery of its exec process.
+func (n *netProc) Note(target int, user string) {
+	if ch := n.channel(target); ch != nil {
+		ch.noteUser(user)
+	}
+}
+
 // asker sends the parent the wants Route queued, in order.
 func (n *netProc) asker() {
 	for w := range n.wants {

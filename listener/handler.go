@@ -162,8 +162,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		take(&p.routes[ev.User][i])
 	}
 	for i := range p.patterns {
-		if config.MatchUser(p.patterns[i].user, ev.User) {
-			take(&p.patterns[i])
+		rt := &p.patterns[i]
+		if !config.MatchUser(rt.user, ev.User) {
+			continue
+		}
+		n := handlers
+		take(rt)
+		if handlers > n && rt.runAs == "" && p.accounts != nil {
+			p.accounts.Note(rt.target, ev.User)
 		}
 	}
 	for _, t := range targets {

@@ -72,6 +72,10 @@ type Route struct {
 // once per account and request.
 type Accounts interface {
 	Route(account string, handler int, user string, remote netip.AddrPort, body []byte) (target int, queued bool, err error)
+	// Note is told the user of each event a wildcard handler with a
+	// fixed target takes: a recovery of that exec process runs the
+	// handler for the users it may have lost.
+	Note(target int, user string)
 }
 
 // Auth holds the HTTP Basic credentials clients must present.

@@ -2,6 +2,7 @@ package listener
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -15,6 +16,7 @@ type accountsRec struct {
 	targets map[string]int
 	fail    map[string]error
 	calls   []string // account/handler/user
+	notes   []string // target/user
 }
 
 func (a *accountsRec) Route(account string, handler int, user string, _ netip.AddrPort, _ []byte) (int, bool, error) {
@@ -26,6 +28,12 @@ func (a *accountsRec) Route(account string, handler int, user string, _ netip.Ad
 	}
 	t, ok := a.targets[account]
 	return t, !ok, nil
+}
+
+func (a *accountsRec) Note(target int, user string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.notes = append(a.notes, fmt.Sprintf("%d/%s", target, user))
 }
 
 func (a *accountsRec) got() []string {
@@ -86,6 +94,13 @@ func TestPatternRoutes(t *testing.T) {
 	}
 	if got := rec.get(); len(got) != 2 || got[1].target != 9 {
 		t.Fatalf("deliveries %+v, want the second to target 9", got)
+	}
+
+	acc.mu.Lock()
+	notes := acc.notes
+	acc.mu.Unlock()
+	if !slices.Equal(notes, []string{"9/x@lists.example.org"}) {
+		t.Errorf("notes %q, want the user of the glob with a fixed target", notes)
 	}
 
 	// %n of a name that cannot be an account (a '/') asks nothing.
