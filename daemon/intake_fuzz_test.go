@@ -71,6 +71,7 @@ func FuzzExecIntake(f *testing.F) {
 	f.Add(uint8(msgEvent), []byte("10.0.0.1:1\n"))
 	f.Add(uint8(msgRecover), []byte(nil))
 	f.Add(uint8(msgRecover), []byte("x"))
+	f.Add(uint8(msgRecover), []byte(`{"users":["alice","carol@example.org"]}`))
 	f.Add(uint8(msgStatusReq), []byte(`{"id":1}`))
 	f.Add(uint8(0), []byte(nil))
 	f.Fuzz(func(t *testing.T, typ uint8, payload []byte) {
@@ -132,8 +133,23 @@ func FuzzParentIntake(f *testing.F) {
 	f.Add(false, uint8(msgCtlDone), []byte(`{"id":7,"items":1,"matched":1000}`))
 	f.Add(true, uint8(msgCtlDone), []byte(`{"id":7,"matched":1}`))
 	f.Add(false, uint8(msgEvent), []byte("127.0.0.1:1\n{}"))
+	f.Add(true, uint8(msgExecWant), []byte(`{"account":"nobody","handler":3,"user":"nobody@fuzz.invalid"}`))
+	f.Add(true, uint8(msgExecWant), []byte(`{"account":"root","handler":3,"user":"root@fuzz.invalid","dropped":5}`))
+	f.Add(true, uint8(msgExecWant), []byte(`{"account":"alice","handler":1,"user":"alice"}`))
+	f.Add(false, uint8(msgExecIdle), []byte(`{"idle":true}`))
 	f.Fuzz(func(t *testing.T, fromNet bool, typ uint8, payload []byte) {
 		s, alice, netp, op := parentUnderFuzz()
+		toNet, netEnd, err := privsep.Socketpair()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer netEnd.Close()
+		c, err := privsep.NewConn(toNet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		netp.child = &privsep.Child{Conn: c}
 		pr := alice
 		if fromNet {
 			pr = netp
@@ -155,6 +171,9 @@ func FuzzParentIntake(f *testing.F) {
 					t.Fatalf("status of handler %d taken from exec[alice], which has only handler 1", n)
 				}
 			}
+		}
+		if len(s.execs) != 2 || s.dynLive != 0 || len(s.wantQ) != 0 {
+			t.Fatalf("a child's message started or queued an exec process: %v, %d live, %v", s.execs, s.dynLive, s.wantQ)
 		}
 		if op.matched > 1 {
 			t.Fatalf("exec[alice] with one handler counted as starting %d", op.matched)
@@ -185,7 +204,12 @@ func parentUnderFuzz() (s *supervisor, alice, netp *proc, op *ctlOp) {
 		cfg: &config.Config{Handlers: []config.Handler{
 			{Number: 1, User: "alice", Event: "MessageNew", Account: privsep.Account{Name: "alice"}},
 			{Number: 2, User: "bob", Event: "MessageNew", Account: privsep.Account{Name: "bob"}},
-		}},
+			// A wildcard run_as handler whose rules no account passes:
+			// the fuzzer must never make the parent start a process.
+			{Number: 3, User: "*@fuzz.invalid", Event: "MessageNew", RunAs: "%n", Pattern: true, Dynamic: true, MinUID: config.MaxMinUID},
+		}, Privsep: config.Privsep{User: "_imserious", MaxExec: 4, ExecIdle: time.Minute}},
+		dynAccts: map[string]privsep.Account{}, dynTarget: map[string]int{}, nextDyn: dynTargetBase,
+		refusals: logging.NewLimiterTotal(time.Minute, 1, maxRefusalLines, nil),
 		streams: &streams{targets: map[string]int{"alice": 3, "bob": 4}},
 		execs:   map[string]*proc{"alice": alice, "bob": bob}, net: netp,
 		owed: map[int]bool{}, live: map[int]*proc{}, crashedChild: map[time.Time]string{},
