@@ -210,8 +210,8 @@ func parentUnderFuzz() (s *supervisor, alice, netp *proc, op *ctlOp) {
 		}, Privsep: config.Privsep{User: "_imserious", MaxExec: 4, ExecIdle: time.Minute}},
 		dynAccts: map[string]privsep.Account{}, dynTarget: map[string]int{}, nextDyn: dynTargetBase,
 		refusals: logging.NewLimiterTotal(time.Minute, 1, maxRefusalLines, nil),
-		streams: &streams{targets: map[string]int{"alice": 3, "bob": 4}},
-		execs:   map[string]*proc{"alice": alice, "bob": bob}, net: netp,
+		streams:  &streams{targets: map[string]int{"alice": 3, "bob": 4}},
+		execs:    map[string]*proc{"alice": alice, "bob": bob}, net: netp,
 		owed: map[int]bool{}, live: map[int]*proc{}, crashedChild: map[time.Time]string{},
 		ctlOps: map[uint64]*ctlOp{7: op}, started: true, gen: 1, inForce: 1,
 		restart: make(chan string, 16), quit: make(chan struct{})}
