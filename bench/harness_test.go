@@ -271,7 +271,10 @@ func watch(r io.Reader, ready string) *logWatch {
 	return w
 }
 
+var dbgOut, _ = os.Create("/tmp/imse-bench/dbg-" + strconv.Itoa(os.Getpid()) + ".log")
+
 func (w *logWatch) line(line []byte, ready string, sentReady *bool) {
+	dbgOut.Write(line)
 	var kind, user string
 	switch {
 	case bytes.Contains(line, []byte(msgStarted)):

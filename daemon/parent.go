@@ -177,7 +177,7 @@ type supervisor struct {
 	streams *streams
 	drop    *wireDrop
 
-	ln     net.Listener
+	addr   net.Addr // where lnFile is bound
 	lnFile *os.File
 	chroot *os.File // the network process's root, open (as root only)
 	certs  *tlsreload.Reloader
@@ -334,25 +334,30 @@ func (s *supervisor) prepare() error {
 	} else if cfg.Auth != nil && !isLoopback(cfg.Listen) {
 		s.log.Warn("[auth] without [tls] on a non-loopback address: the password crosses the network in clear; add [tls]", "listen", cfg.Listen)
 	}
-	ln, f, err := bind(cfg.Listen)
+	addr, f, err := bind(cfg.Listen)
 	if err != nil {
 		return err
 	}
-	s.ln, s.lnFile = ln, f
+	s.addr, s.lnFile = addr, f
 	return s.startControl(cfg)
 }
 
-func bind(addr string) (net.Listener, *os.File, error) {
+// bind binds and listens on addr and returns the socket as a file in
+// blocking mode, which only the network process accepts on. The parent
+// keeps it open, so that the socket stays bound while the network process
+// restarts, but not in its own poller: there every connection would wake
+// it (10 µs of the parent's time each, measured), for nothing.
+func bind(addr string) (net.Addr, *os.File, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
+	defer ln.Close() // the duplicate below keeps the socket
 	f, err := ln.(*net.TCPListener).File()
 	if err != nil {
-		ln.Close()
 		return nil, nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	return ln, f, nil
+	return ln.Addr(), f, nil
 }
 
 // startTLS loads the pair of cfg and watches its files; each new pair
@@ -428,8 +433,7 @@ func (s *supervisor) close() {
 		s.ctl.close()
 	}
 	s.wg.Wait()
-	if s.ln != nil {
-		s.ln.Close()
+	if s.lnFile != nil {
 		s.lnFile.Close()
 	}
 	if s.chroot != nil {
@@ -767,18 +771,18 @@ func (s *supervisor) readied() {
 	}
 	if !s.started {
 		s.started, s.inForce = true, s.gen
-		s.log.Info("listening", "addr", s.ln.Addr().String(), "handlers", len(s.cfg.Handlers),
+		s.log.Info("listening", "addr", s.addr.String(), "handlers", len(s.cfg.Handlers),
 			"accounts", len(s.execs), "privsep", s.p.Root, "tls", s.certs != nil)
-		s.notify(s.p.Notify.Ready(fmt.Sprintf("listening on %s, %d handlers", s.ln.Addr(), len(s.cfg.Handlers))))
+		s.notify(s.p.Notify.Ready(fmt.Sprintf("listening on %s, %d handlers", s.addr, len(s.cfg.Handlers))))
 		if s.p.Ready != nil {
-			s.p.Ready(s.ln.Addr())
+			s.p.Ready(s.addr)
 		}
 		return
 	}
 	if s.gen > s.inForce {
 		s.inForce = s.gen
 		s.log.Info("configuration in force", "generation", s.gen)
-		s.notify(s.p.Notify.Ready(fmt.Sprintf("listening on %s, %d handlers, configuration generation %d", s.ln.Addr(), len(s.cfg.Handlers), s.gen)))
+		s.notify(s.p.Notify.Ready(fmt.Sprintf("listening on %s, %d handlers, configuration generation %d", s.addr, len(s.cfg.Handlers), s.gen)))
 	}
 }
 
@@ -1065,19 +1069,18 @@ func (s *supervisor) reload(reason string) (res control.ReloadResult, err error)
 	}
 	restartNet := old.Listen != nc.Listen || !reflect.DeepEqual(old.Privsep, nc.Privsep) ||
 		old.Timeout != nc.Timeout || old.MaxConnections != nc.MaxConnections || !sameTLS(old.TLS, nc.TLS)
-	var ln net.Listener
+	var addr net.Addr
 	var lnFile *os.File
 	if old.Listen != nc.Listen {
 		// A failed bind keeps the old socket and everything else.
-		if ln, lnFile, err = bind(nc.Listen); err != nil {
+		if addr, lnFile, err = bind(nc.Listen); err != nil {
 			return fail(err)
 		}
 	}
 	var chroot *os.File
 	if s.p.Root && !reflect.DeepEqual(old.Privsep, nc.Privsep) {
 		if chroot, err = privsep.PrepareChroot(nc.Privsep.Chroot); err != nil {
-			if ln != nil {
-				ln.Close()
+			if lnFile != nil {
 				lnFile.Close()
 			}
 			return fail(err)
@@ -1092,8 +1095,7 @@ func (s *supervisor) reload(reason string) (res control.ReloadResult, err error)
 				if old.TLS != nil {
 					s.startTLS(old)
 				}
-				if ln != nil {
-					ln.Close()
+				if lnFile != nil {
 					lnFile.Close()
 				}
 				if chroot != nil {
@@ -1108,11 +1110,10 @@ func (s *supervisor) reload(reason string) (res control.ReloadResult, err error)
 		s.chroot.Close()
 		s.chroot = chroot
 	}
-	if ln != nil {
-		s.ln.Close()
+	if lnFile != nil {
 		s.lnFile.Close()
-		s.ln, s.lnFile = ln, lnFile
-		s.log.Info("listening", "addr", ln.Addr().String(), "previous", old.Listen)
+		s.addr, s.lnFile = addr, lnFile
+		s.log.Info("listening", "addr", addr.String(), "previous", old.Listen)
 	}
 
 	// In force from here.

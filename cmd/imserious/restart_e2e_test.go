@@ -242,6 +242,42 @@ func TestCrashLoopStopsDaemon(t *testing.T) {
 	}
 }
 
+// An account can kill its own exec process at will: however often it
+// does, the daemon goes on for everyone (only the network process's
+// crashes are the daemon's budget), and the process comes back.
+func TestExecKillsDoNotStopDaemon(t *testing.T) {
+	d, kids := startOneHandler(t)
+	var role string
+	for r := range kids {
+		if strings.HasPrefix(r, "exec:") {
+			role = r
+		}
+	}
+	name := "exec[" + strings.TrimPrefix(role, "exec:") + "]"
+	pid := kids[role].Pid
+	for i := 1; i <= 8; i++ {
+		m := d.Mark()
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		d.WaitFrom(t, m, fmt.Sprintf("loss %d", i), isLost(name))
+		started := d.WaitFrom(t, m, fmt.Sprintf("restart %d", i), func(l daemontest.Line) bool {
+			return l.Str("msg") == "started child" && l.Str("child") == name
+		})
+		p, ok := started.Num("pid")
+		if !ok {
+			t.Fatalf("no pid in %v", started)
+		}
+		pid = p
+	}
+	if resp := notify(t, notifyURL(d), fmt.Sprintf(body1, "nobody-here", 1), nil); resp.StatusCode != 200 {
+		t.Fatalf("after 8 kills: %d", resp.StatusCode)
+	}
+	if code := d.Stop(); code != 0 {
+		t.Errorf("exit status %d", code)
+	}
+}
+
 // rewrite replaces the daemon's configuration file and sends SIGHUP; it
 // returns the log mark from before the signal.
 func rewrite(t *testing.T, d *daemontest.Daemon, text string) int {
