@@ -233,6 +233,10 @@ type logWatch struct {
 	changed chan struct{}  // closed and replaced when counts change
 	started chan run       // every "command started", when wanted
 	exited  map[string]int // "command exited" lines by user
+	ran     int            // users in exited
+	retried int            // "command exited" lines of recovery runs
+	busiest int            // the most commands started and not exited
+	last    time.Time      // when a counted line was last read
 }
 
 // run is one "command started" line: the user, and when it was read.
@@ -271,10 +275,7 @@ func watch(r io.Reader, ready string) *logWatch {
 	return w
 }
 
-var dbgOut, _ = os.Create("/tmp/imse-bench/dbg-" + strconv.Itoa(os.Getpid()) + ".log")
-
 func (w *logWatch) line(line []byte, ready string, sentReady *bool) {
-	dbgOut.Write(line)
 	var kind, user string
 	switch {
 	case bytes.Contains(line, []byte(msgStarted)):
@@ -305,10 +306,18 @@ func (w *logWatch) line(line []byte, ready string, sentReady *bool) {
 		}
 	}
 	if user != "" {
+		if w.exited[user] == 0 {
+			w.ran++
+		}
 		w.exited[user]++
+		if bytes.Contains(line, []byte(" trigger=recovery ")) {
+			w.retried++
+		}
 	}
 	if kind != "" {
+		w.last = time.Now()
 		w.counts[kind]++
+		w.busiest = max(w.busiest, w.counts[msgStarted]-w.counts[msgExited])
 		close(w.changed)
 		w.changed = make(chan struct{})
 	}
@@ -371,13 +380,32 @@ func (w *logWatch) Ran(users []string) int {
 	return n
 }
 
+// Users returns how many users have had a "command exited" line, how
+// many of those lines were of recovery runs, and the most commands that
+// were running at once (started, not yet exited).
+func (w *logWatch) Users() (ran, recoveries, busiest int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.ran, w.retried, w.busiest
+}
+
+// Quiet returns how long ago the last counted line was read.
+func (w *logWatch) Quiet() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return time.Since(w.last)
+}
+
 // Until waits, for at most limit, until cond holds: it is evaluated
-// again each time a counted line is read. cond may call the watch's
-// methods; what says what is awaited, for the failure's message.
+// again each time a counted line is read, and every 100 ms. cond may call
+// the watch's methods; what says what is awaited, for the failure's
+// message.
 func (w *logWatch) Until(t *testing.T, name, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		w.mu.Lock()
 		changed := w.changed
@@ -387,6 +415,7 @@ func (w *logWatch) Until(t *testing.T, name, what string, limit time.Duration, c
 		}
 		select {
 		case <-changed:
+		case <-tick.C:
 		case <-w.eof:
 			t.Fatalf("%s: output ended before %s", name, what)
 		case <-deadline.C:
