@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/listener"
 	"github.com/imserious/imserious/logging"
 	"github.com/imserious/imserious/privsep"
@@ -55,6 +56,13 @@ type execChan struct {
 	poll time.Duration // the recoverer's current wait for a full channel
 	gone bool          // the target was removed: the recoverer ends
 	kick chan struct{} // wakes the recoverer
+	// owedUsers are the users of the events that could not be handed
+	// over while a recovery is owed (at most maxOwedUsers), and sending
+	// what the recovery being sent has left to say: a recovery of
+	// wildcard handlers runs them for each of these users, in messages
+	// of maxRecoverUsers.
+	owedUsers map[string]struct{}
+	sending   []string
 	// recent are the last users whose events reached this channel through
 	// Route, at most maxRecoverUsers: a recovery makes the wildcard
 	// handlers run for them too (their state died with the process).
@@ -258,7 +266,53 @@ func (n *netProc) deliver(target int, remote netip.AddrPort, body []byte) error 
 			ch.conn = nil
 		}
 	}
+	// Off the fast path: whose event this was, for the recovery of the
+	// wildcard handlers, which have no state for users they never saw.
+	if ev, err := event.Decode(body); err == nil {
+		ch.oweUser(ev.User)
+	}
 	return ch.owe()
+}
+
+// maxOwedUsers bounds the users a channel's recovery names; past it the
+// wildcard handlers of the users beyond are not recovered (logged).
+const maxOwedUsers = 1 << 16
+
+// oweUser records the user of an event that could not be handed over.
+// Must be called with mu held.
+func (ch *execChan) oweUser(user string) {
+	if ch.owedUsers == nil {
+		ch.owedUsers = map[string]struct{}{}
+	}
+	if _, ok := ch.owedUsers[user]; ok {
+		return
+	}
+	if len(ch.owedUsers) >= maxOwedUsers {
+		if len(ch.owedUsers) == maxOwedUsers {
+			ch.owner.log.Error("more users' events could not be handed over than a recovery names: wildcard handlers may miss runs for some", "target", ch.target, "users", maxOwedUsers)
+		}
+		return
+	}
+	ch.owedUsers[strings.Clone(user)] = struct{}{}
+}
+
+// recoverList is what a recovery names: the users owed, then the recent
+// ones; owedUsers is emptied. Must be called with mu held.
+func (ch *execChan) recoverList() []string {
+	if ch.owedUsers == nil {
+		ch.owedUsers = map[string]struct{}{}
+	}
+	out := make([]string, 0, len(ch.owedUsers)+len(ch.recent))
+	for u := range ch.owedUsers {
+		out = append(out, u)
+	}
+	for _, u := range ch.recent {
+		if _, dup := ch.owedUsers[u]; !dup {
+			out = append(out, u)
+		}
+	}
+	clear(ch.owedUsers)
+	return out
 }
 
 // owe records that an event was accepted without reaching the exec
@@ -323,23 +377,44 @@ func (ch *execChan) recoverer() {
 			return
 		}
 		wait = 0
-		if ch.owed && ch.conn != nil {
-			b, _ := privsep.EncodeJSON(wireRecover{Users: ch.recent})
+		for ch.owed && ch.conn != nil {
+			if ch.sending == nil {
+				ch.sending = ch.recoverList()
+			}
+			chunk := ch.sending[:min(len(ch.sending), maxRecoverUsers)]
+			b, _ := privsep.EncodeJSON(wireRecover{Users: chunk})
 			err := ch.conn.TrySend(msgRecover, b)
-			switch {
-			case err == nil:
+			if err == nil {
+				ch.sending = ch.sending[len(chunk):]
+				if len(ch.sending) > 0 {
+					continue
+				}
+				ch.sending = nil
+				if len(ch.owedUsers) > 0 {
+					continue // owed while this one was being sent
+				}
 				ch.owed = false
 				if err := ch.owner.tellOwed(ch.target, false); err != nil {
 					ch.owner.log.Warn("cannot tell the parent a recovery was sent", "target", ch.target, "err", err)
 				}
 				ch.owner.log.Info("exec process taking events again; recovery run requested", "target", ch.target)
-			case errors.Is(err, privsep.ErrWouldBlock):
+				break
+			}
+			// What was not sent goes back to the users owed, so that the
+			// next try names each once, and names again only those whose
+			// events failed after their message went.
+			for _, u := range ch.sending {
+				ch.owedUsers[u] = struct{}{}
+			}
+			ch.sending = nil
+			if errors.Is(err, privsep.ErrWouldBlock) {
 				ch.poll = min(max(2*ch.poll, recoverPollMin), recoverPoll)
 				wait = ch.poll
-			default:
+			} else {
 				ch.conn.Close()
 				ch.conn = nil
 			}
+			break
 		}
 		if !ch.owed {
 			ch.poll = 0
@@ -401,11 +476,13 @@ func (n *netProc) setChannel(target int, account string, f *os.File, recover boo
 			n.waitBytes -= len(f)
 			ch.recentLocked(q.users[i])
 			if ch.owed || ch.conn == nil {
+				ch.oweUser(q.users[i])
 				continue // the recovery covers it
 			}
 			if err := ch.conn.TrySendFrame(f); err != nil {
 				// Accepted long ago: a recovery run covers what the
 				// fresh channel cannot take at once.
+				ch.oweUser(q.users[i])
 				if err := ch.owe(); err != nil {
 					n.log.Warn("cannot record a recovery", "account", account, "err", err)
 				}

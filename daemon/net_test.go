@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"crypto/tls"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/imserious/imserious/config"
+	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/privsep"
 	"github.com/imserious/imserious/tlsreload"
 	"github.com/imserious/imserious/tlsreload/tlstest"
@@ -328,4 +330,59 @@ command = "/bin/true"
 	if err := n.exit(t); err == nil || !strings.Contains(err.Error(), "generation 2 after 2") {
 		t.Errorf("exit %v", err)
 	}
+}
+
+// An exec process of a wildcard handler that does not read: every user
+// whose event could not be handed over is named by the recovery, in
+// messages of at most maxRecoverUsers, so that each gets a run; none is
+// left to the handler's state alone (it never saw them).
+func TestNetRecoveryNamesEveryUser(t *testing.T) {
+	n := startNetWith(t, testConfig(t, "[[handler]]\nuser = \"*\"\ncommand = \"/bin/true\"\n", "*=acct_v"))
+	n.ready(t)
+	const users = 600
+	big := `,"snippet":"` + strings.Repeat("x", 8<<10) + `"`
+	for i := range users {
+		if got := put(t, n.addr, body(fmt.Sprintf("u%03d@example.org", i), big)); got != 200 {
+			t.Fatalf("request %d: %d", i, got)
+		}
+	}
+	n.owed(t, "acct_v", true)
+	c := n.execs["acct_v"]
+	got := map[string]bool{}
+	recovered := map[string]bool{}
+	for len(got)+len(recovered) < users || len(recovered) == 0 {
+		m, err := c.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m.Type {
+		case msgEvent:
+			_, b, err := decodeEvent(m.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := event.Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[ev.User] = true
+		case msgRecover:
+			var w wireRecover
+			if err := decode(m, &w); err != nil || w.validate() != nil {
+				t.Fatalf("recover %q: %v", m.Payload, err)
+			}
+			for _, u := range w.Users {
+				recovered[u] = true
+			}
+		}
+	}
+	for i := range users {
+		if u := fmt.Sprintf("u%03d@example.org", i); !got[u] && !recovered[u] {
+			t.Errorf("%s: neither handed over nor named by the recovery", u)
+		}
+	}
+	if len(recovered) <= maxRecoverUsers {
+		t.Errorf("%d users recovered: the test did not fill more than one message", len(recovered))
+	}
+	n.owed(t, "acct_v", false)
 }

@@ -93,6 +93,11 @@ type Options struct {
 	OnIdle func(idle bool)
 }
 
+// MaxRunning is how many commands one Exec runs at once; a run beyond
+// it waits for one to end (shown running, without a pid). A variable for
+// tests.
+var MaxRunning = 256
+
 // Job is one run of a handler's command.
 type Job struct {
 	Handler *config.Handler
@@ -171,6 +176,8 @@ type Exec struct {
 	idleClosed bool
 	idleDone   chan struct{}
 
+	// slots holds one token per command running (MaxRunning).
+	slots chan struct{}
 	// ctx is passed to every run; cancelling it stops the commands still
 	// running when the shutdown grace period is over.
 	ctx    context.Context
@@ -196,7 +203,7 @@ type Exec struct {
 // New prepares the handlers; nothing is scheduled before Start, Deliver
 // or Recover.
 func New(o Options) *Exec {
-	x := &Exec{log: o.Log, clock: o.Clock, runner: o.Runner}
+	x := &Exec{log: o.Log, clock: o.Clock, runner: o.Runner, slots: make(chan struct{}, max(MaxRunning, 1))}
 	if x.log == nil {
 		x.log = slog.Default()
 	}

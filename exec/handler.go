@@ -738,7 +738,18 @@ func (s *sched) run(j Job, hook bool) {
 		j.Path = path
 		s.found()
 	}
-	res := x.runner.Run(x.ctx, j)
+	// At most MaxRunning commands of this process at once: a wildcard
+	// handler has one run at a time per user, but a mail to ten thousand
+	// users must not make ten thousand processes at once. A run waits for
+	// a slot here, with no lock held, and counts as running meanwhile.
+	var res Result
+	select {
+	case x.slots <- struct{}{}:
+		res = x.runner.Run(x.ctx, j)
+		<-x.slots
+	case <-x.ctx.Done():
+		res = Result{Start: x.clock.Now(), ExitStatus: -1, Err: errors.New("not started: shutting down")}
+	}
 	x.running.Add(-1)
 	s.runEnded(&j, res)
 	if x.ended != nil {
