@@ -142,6 +142,7 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 			}
 			pending = nil
 			if e.x != nil {
+				releaseMemory()
 				err = sendReady(ctl, st.last)
 			}
 		case msgNetChannel:
@@ -170,6 +171,7 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 				e.serveNet(c)
 			}
 			early = nil
+			releaseMemory()
 			err = sendReady(ctl, st.last)
 		case msgStatusReq:
 			var r wireCtlID

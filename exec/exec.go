@@ -25,6 +25,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -178,6 +179,8 @@ type Exec struct {
 
 	// slots holds one token per command running (MaxRunning).
 	slots chan struct{}
+	// envs are the base environments of the handlers, by content.
+	envs map[string][]string
 	// ctx is passed to every run; cancelling it stops the commands still
 	// running when the shutdown grace period is over.
 	ctx    context.Context
@@ -315,6 +318,23 @@ func (x *Exec) Idle() bool {
 	return x.busy == 0
 }
 
+// baseEnv is BaseEnv(cfg), shared by the handlers whose account and env
+// are the same: the slices are only read (jobEnv copies), and 10,000
+// handlers of one account need one, not 10,000. x.mu must be held for
+// writing, or x not yet shared.
+func (x *Exec) baseEnv(cfg *config.Handler) []string {
+	env := BaseEnv(cfg)
+	key := strings.Join(env, "\x00")
+	if e, ok := x.envs[key]; ok {
+		return e
+	}
+	if x.envs == nil {
+		x.envs = map[string][]string{}
+	}
+	x.envs[key] = env
+	return env
+}
+
 // copyHandler copies a handler so that the pointer in jobs stays valid and
 // nobody else can change it under a running schedule.
 func copyHandler(h *config.Handler) *config.Handler {
@@ -398,7 +418,10 @@ func (x *Exec) Deliver(ev event.Event, remote netip.AddrPort) int {
 			continue
 		}
 		if name, ok := h.forAccount(ev.User); !ok {
-			h.unmatched.Log(context.Background(), h.log, slog.LevelWarn, "",
+			h.mu.Lock()
+			lg := h.logger()
+			h.mu.Unlock()
+			h.unmatched.Log(context.Background(), lg, slog.LevelWarn, "",
 				"event for another account not run: run_as names another account for its user",
 				"user", ev.User, "run_as", name, "account", h.cfg.Account.Name)
 			continue

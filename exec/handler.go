@@ -91,7 +91,7 @@ type handler struct {
 	index   int
 	number  int
 	line    int
-	log     *slog.Logger
+	lg      *slog.Logger // see logger
 	stopped bool
 	// runs counts the runs launched (retries included) and failures the
 	// runs that ended and failed, of every state, freed ones included;
@@ -180,8 +180,7 @@ func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
 		index:  i,
 		number: cfg.Number,
 		line:   cfg.Line,
-		log:    handlerLog(x.log, i, cfg.Number, cfg.Line, cfg),
-		base:   BaseEnv(cfg),
+		base:   x.baseEnv(cfg),
 		limit:  limit,
 		burst:  burst,
 	}
@@ -214,6 +213,16 @@ func handlerLog(log *slog.Logger, index, number, line int, cfg *config.Handler) 
 	return log.With("handler", label(index, number), user, cfg.User, "event", cfg.Event)
 }
 
+// logger is h's logger, made on first use: with 10,000 handlers their
+// loggers were a fifth of the exec process's heap, for lines most never
+// write. Must be called with mu held.
+func (h *handler) logger() *slog.Logger {
+	if h.lg == nil {
+		h.lg = handlerLog(h.x.log, h.index, h.number, h.line, h.cfg)
+	}
+	return h.lg
+}
+
 // label is what the "handler" field of a log line says: the handler's
 // number in the file, as in configuration errors (handler[N]), or its
 // index in the list for handlers built without one (tests, embedding).
@@ -230,7 +239,7 @@ func (h *handler) relabel(index, number, line int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.index, h.number, h.line = index, number, line
-	h.log = handlerLog(h.x.log, index, number, line, h.cfg)
+	h.lg = nil
 	for _, s := range h.users {
 		s.lg = nil
 	}
@@ -240,9 +249,9 @@ func (h *handler) relabel(index, number, line int) {
 // held.
 func (h *handler) userLog(user string) *slog.Logger {
 	if h.cfg.Pattern {
-		return h.log.With("user", user)
+		return h.logger().With("user", user)
 	}
-	return h.log
+	return h.logger()
 }
 
 // log is the state's logger: its handler's, with the user for a wildcard
@@ -251,17 +260,17 @@ func (h *handler) userLog(user string) *slog.Logger {
 func (s *sched) log() *slog.Logger {
 	h := s.h
 	if h.one == s {
-		return h.log
+		return h.logger()
 	}
 	if s.lg == nil {
-		s.lg = h.log.With("user", s.user)
+		s.lg = h.logger().With("user", s.user)
 	}
 	return s.lg
 }
 
 // debugOn reports whether the handler logs at debug level.
 func (s *sched) debugOn() bool {
-	return s.h.log.Enabled(context.Background(), slog.LevelDebug)
+	return s.h.x.log.Enabled(context.Background(), slog.LevelDebug)
 }
 
 // debug logs at debug level, making no per-user logger when that level
@@ -456,7 +465,7 @@ func (h *handler) recover(users []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.stopped {
-		h.log.Warn("recovery after shutdown dropped")
+		h.logger().Warn("recovery after shutdown dropped")
 		return
 	}
 	if h.one != nil {
@@ -943,7 +952,7 @@ func (h *handler) stop(why string) {
 		h.settle(s)
 	}
 	if dropped > maxDroppedLines {
-		h.log.Warn("pending runs dropped at "+why, "users", dropped-maxDroppedLines, "more", true)
+		h.logger().Warn("pending runs dropped at "+why, "users", dropped-maxDroppedLines, "more", true)
 	}
 }
 
