@@ -142,7 +142,7 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 			}
 			pending = nil
 			if e.x != nil {
-				releaseMemory()
+				releaseMemory(len(hs))
 				err = sendReady(ctl, st.last)
 			}
 		case msgNetChannel:
@@ -171,7 +171,7 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 				e.serveNet(c)
 			}
 			early = nil
-			releaseMemory()
+			releaseMemory(len(first))
 			err = sendReady(ctl, st.last)
 		case msgStatusReq:
 			var r wireCtlID

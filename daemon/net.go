@@ -793,7 +793,7 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 				break
 			}
 			if err = start(); err == nil {
-				releaseMemory()
+				releaseMemory(len(cfg.routes))
 				err = n.ready(st.last)
 			}
 		case msgShutdown:
@@ -822,9 +822,17 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 // stream left behind, once it is in force: with 10,000 handlers that is
 // megabytes in each process, which Go would return only gradually (the
 // heap is garbage, not in use; RSS is what an operator sees).
-func releaseMemory() {
-	debug.FreeOSMemory()
+//
+// Only after a large configuration (at least bigConfig items): a forced
+// collection costs milliseconds, and a burst of reloads of a small file
+// must not queue up behind it.
+func releaseMemory(items int) {
+	if items >= bigConfig {
+		debug.FreeOSMemory()
+	}
 }
+
+const bigConfig = 1000
 
 // takeOnce keeps the one descriptor of a message that may come once,
 // before serving, and carries no payload.

@@ -777,12 +777,12 @@ func (s *supervisor) readied() {
 		if s.p.Ready != nil {
 			s.p.Ready(s.addr)
 		}
-		releaseMemory()
+		releaseMemory(len(s.cfg.Handlers))
 		return
 	}
 	if s.gen > s.inForce {
 		s.inForce = s.gen
-		releaseMemory()
+		releaseMemory(len(s.cfg.Handlers))
 		s.log.Info("configuration in force", "generation", s.gen)
 		s.notify(s.p.Notify.Ready(fmt.Sprintf("listening on %s, %d handlers, configuration generation %d", s.addr, len(s.cfg.Handlers), s.gen)))
 	}

@@ -541,6 +541,13 @@ func TestReloadNoLeaks(t *testing.T) {
 	if len(pids1) != len(pids0) {
 		t.Errorf("processes %v before, %v after", pids0, pids1)
 	}
+	// "configuration reloaded" is the parent's: the children take the
+	// new stream a moment later, and report it in force.
+	last := 1 + warmUp + reloads
+	d.WaitFor("the last configuration in force", func(l daemontest.Line) bool {
+		g, ok := l.Num("generation")
+		return l.Str("msg") == "configuration in force" && ok && g >= last
+	})
 	mark := d.Mark()
 	if resp := notify(t, notifyURL(d), fmt.Sprintf(body1, user, 1), nil); resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
