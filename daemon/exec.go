@@ -71,18 +71,7 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 			e.x.Shutdown(grace)
 		}
 	}
-	recv := make(chan privsep.Msg)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			m, err := ctl.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			recv <- m
-		}
-	}()
+	recv, recvErr := receive(ctl)
 	for {
 		var m privsep.Msg
 		select {

@@ -684,18 +684,7 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 		}
 	}
 
-	recv := make(chan privsep.Msg)
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			m, err := ctl.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			recv <- m
-		}
-	}()
+	recv, recvErr := receive(ctl)
 	for {
 		var m privsep.Msg
 		select {

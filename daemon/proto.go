@@ -205,6 +205,26 @@ func closeFiles(m privsep.Msg) {
 	}
 }
 
+// receive reads a child's control channel in a goroutine of its own, so
+// that the child's loop can wait on it and on its own events at once:
+// each message comes on the first channel, and the error that ends the
+// channel on the second.
+func receive(ctl *privsep.Conn) (<-chan privsep.Msg, <-chan error) {
+	recv := make(chan privsep.Msg)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			m, err := ctl.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			recv <- m
+		}
+	}()
+	return recv, recvErr
+}
+
 // decode strictly decodes a message's JSON payload, naming the message in
 // the error.
 func decode(m privsep.Msg, v any) error {
