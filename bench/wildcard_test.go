@@ -4,8 +4,6 @@ package bench
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -269,44 +267,10 @@ func execChildren(t *testing.T, parent int) []int {
 // hookScript is every bench account's hook: it exits at once.
 const hookScript = "#!/bin/sh\nexit 0\n"
 
-// writeHook installs ~/.config/imserious/new-mail for a, as the daemon
-// wants a user's hook: the file and the directories from the home down
-// owned by the account and writable by no one else, the file mode 0755.
+// writeHook installs a's hook, which exits at once.
 func writeHook(t *testing.T, a privsep.Account) {
 	t.Helper()
-	home, err := os.Stat(a.Home)
-	if err != nil {
-		t.Fatalf("%s's home: %v", a.Name, err)
-	}
-	if home.Mode().Perm()&0o022 != 0 {
-		if err := os.Chmod(a.Home, home.Mode().Perm()&^0o022); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dir := filepath.Join(a.Home, ".config", "imserious")
-	for _, d := range []string{filepath.Join(a.Home, ".config"), dir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(d, a.UID, a.GID); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p := filepath.Join(dir, "new-mail")
-	if err := os.WriteFile(p, []byte(hookScript), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(p, a.UID, a.GID); err != nil {
-		t.Fatal(err)
-	}
-	// WriteFile's mode is reduced by the umask, and kept for a file
-	// that was there.
-	if err := os.Chmod(p, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	daemontest.WriteHook(t, a, a, 0o755, hookScript)
 }
 
 // thousands writes n with a comma every three digits: 10,000.

@@ -83,14 +83,9 @@ func (c *Config) DynamicAccount(h *Handler, user string) (privsep.Account, error
 		return privsep.Account{}, &accountError{msg: fmt.Sprintf("account %q (run_as %q for %q) does not exist", name, h.RunAs, user), errs: []error{err}}
 	case err != nil:
 		return privsep.Account{}, &accountError{msg: fmt.Sprintf("cannot look up account %q (run_as %q for %q): %v", name, h.RunAs, user, lookupCause(err)), errs: []error{err}}
-	case a.UID == 0:
-		return privsep.Account{}, refused(nil, "account %q has uid 0: commands never run as root", name)
-	case a.GID == 0:
-		return privsep.Account{}, refused(nil, "account %q has primary group 0 (root's): commands never run with root's group", name)
-	case a.UID < h.MinUID:
-		return privsep.Account{}, refused(nil, "account %q has uid %d, below min_uid %d", name, a.UID, h.MinUID)
-	case name == c.Privsep.User:
-		return privsep.Account{}, refused(nil, "account %q is the [privsep] user, which runs the network process: commands never run as it", name)
+	}
+	if err := c.CheckDynamicAccount(h, a); err != nil {
+		return privsep.Account{}, err
 	}
 	ps, err := systemAccount(c.Privsep.User)
 	switch {
@@ -102,6 +97,26 @@ func (c *Config) DynamicAccount(h *Handler, user string) (privsep.Account, error
 		return privsep.Account{}, refused(nil, "account %q has uid %d, the uid of the [privsep] user %q, which runs the network process: commands never run as it", name, a.UID, c.Privsep.User)
 	}
 	return a, nil
+}
+
+// CheckDynamicAccount applies the rules of a Dynamic handler to an
+// account already looked up: not uid 0, not primary gid 0, a uid of at
+// least h.MinUID, not the [privsep] user by name. DynamicAccount applies
+// them (and the [privsep] user's uid) to a new account; the parent
+// applies them again to each account it streams the handler to, so the
+// rules are written once. The error wraps ErrAccountRefused.
+func (c *Config) CheckDynamicAccount(h *Handler, a privsep.Account) error {
+	switch {
+	case a.UID == 0:
+		return refused(nil, "account %q has uid 0: commands never run as root", a.Name)
+	case a.GID == 0:
+		return refused(nil, "account %q has primary group 0 (root's): commands never run with root's group", a.Name)
+	case a.UID < h.MinUID:
+		return refused(nil, "account %q has uid %d, below min_uid %d", a.Name, a.UID, h.MinUID)
+	case a.Name == c.Privsep.User:
+		return refused(nil, "account %q is the [privsep] user, which runs the network process: commands never run as it", a.Name)
+	}
+	return nil
 }
 
 // lookupCause drops privsep.LookupAccount's `account "x": ` prefix, which

@@ -163,7 +163,8 @@ func (n *netProc) Route(account string, handler int, user string, remote netip.A
 		}
 		n.waitBytes += len(frame) - len(q.frames[i])
 		q.frames = append(slices.Delete(q.frames, i, i+1), frame)
-		q.users = append(slices.Delete(q.users, i, i+1), user)
+		u := q.users[i]
+		q.users = append(slices.Delete(q.users, i, i+1), u)
 		return 0, true, nil
 	}
 	if n.waiting[account] == nil {
@@ -176,7 +177,7 @@ func (n *netProc) Route(account string, handler int, user string, remote netip.A
 		}
 	}
 	q.frames = append(q.frames, frame)
-	q.users = append(q.users, user)
+	q.users = append(q.users, strings.Clone(user)) // not the body it was cut from
 	n.waitBytes += len(frame)
 	return 0, true, nil
 }
@@ -223,19 +224,11 @@ func (n *netProc) refuse(account string) {
 	n.refused[account] = &refusal{until: time.Now().Add(refuseFor)}
 }
 
-// noteUser remembers a user whose event went to ch through Route.
+// noteUser remembers a user whose event went to ch.
 func (ch *execChan) noteUser(user string) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if i := slices.Index(ch.recent, user); i >= 0 {
-		if i == len(ch.recent)-1 {
-			return
-		}
-		ch.recent = slices.Delete(ch.recent, i, i+1)
-	} else if len(ch.recent) >= maxRecoverUsers {
-		ch.recent = slices.Delete(ch.recent, 0, 1)
-	}
-	ch.recent = append(ch.recent, user)
+	ch.recentLocked(user)
 }
 
 func (n *netProc) channel(target int) *execChan {
@@ -497,15 +490,22 @@ func (n *netProc) setChannel(target int, account string, f *os.File, recover boo
 	return nil
 }
 
-// recentLocked is noteUser with ch.mu held.
+// recentLocked moves user to the end of ch.recent, the most recent,
+// dropping the oldest past maxRecoverUsers. Must be called with mu held.
 func (ch *execChan) recentLocked(user string) {
-	if slices.Contains(ch.recent, user) {
+	if i := slices.Index(ch.recent, user); i >= 0 {
+		if i < len(ch.recent)-1 {
+			u := ch.recent[i]
+			ch.recent = append(slices.Delete(ch.recent, i, i+1), u)
+		}
 		return
 	}
 	if len(ch.recent) >= maxRecoverUsers {
 		ch.recent = slices.Delete(ch.recent, 0, 1)
 	}
-	ch.recent = append(ch.recent, user)
+	// A copy: the user is cut from the request's body, which must not be
+	// kept alive with it.
+	ch.recent = append(ch.recent, strings.Clone(user))
 }
 
 // keepTargets drops the channels of exec processes no longer configured,

@@ -815,10 +815,11 @@ func execItems(cfg *config.Config, log logOptions, acct privsep.Account, drop bo
 	return out, nil
 }
 
-// dynamicAllows applies the account rules of a wildcard run_as handler
-// (config.DynamicAccount's, but the lookup) to an account already known.
+// dynamicAllows reports whether a wildcard run_as handler may run as an
+// account already known (config.CheckDynamicAccount, the rules
+// DynamicAccount applies).
 func dynamicAllows(cfg *config.Config, h *config.Handler, acct privsep.Account) bool {
-	return acct.UID != 0 && acct.GID != 0 && acct.UID >= h.MinUID && acct.Name != cfg.Privsep.User
+	return cfg.CheckDynamicAccount(h, acct) == nil
 }
 
 // ---- exec processes on demand ----

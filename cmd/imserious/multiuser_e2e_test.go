@@ -22,35 +22,11 @@ const hookAccounts = 20
 
 func hookUser(i int) string { return fmt.Sprintf("imse_w%02d", i) }
 
-// writeHook installs ~/.config/imserious/new-mail for a, printing its uid
-// and IMSE_USER, owned by owner with mode mode.
+// writeHook installs a's hook printing its uid, IMSE_USER and trigger,
+// owned by owner with mode mode.
 func writeHook(t *testing.T, a, owner privsep.Account, mode os.FileMode) string {
 	t.Helper()
-	dir := filepath.Join(a.Home, ".config", "imserious")
-	for _, d := range []string{a.Home, filepath.Join(a.Home, ".config"), dir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chown(d, a.UID, a.GID); err != nil {
-			t.Fatal(err)
-		}
-		// useradd's home mode is the system's; the hook's rules want
-		// no group or other write, whatever it is.
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p := filepath.Join(dir, "new-mail")
-	if err := os.WriteFile(p, []byte("#!/bin/sh\necho \"hook uid=$(id -u) user=$IMSE_USER trigger=$IMSE_TRIGGER\"\n"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(p, owner.UID, owner.GID); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(p, mode); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return daemontest.WriteHook(t, a, owner, mode, "#!/bin/sh\necho \"hook uid=$(id -u) user=$IMSE_USER trigger=$IMSE_TRIGGER\"\n")
 }
 
 // lowAccount is a system account (uid below 1000) with a good hook.
