@@ -441,6 +441,51 @@ func (s *supervisor) close() {
 	}
 }
 
+// execStream is the configuration stream of the exec process of an
+// account of the configuration in force; ok is false for an account it
+// has none for. The streams built to put a configuration in force are
+// kept only until it is (forgetStreams); after that each start builds
+// its own, the same: with 10,000 handlers they held 5.5 MB of the
+// parent's memory for the rare restart.
+func (s *supervisor) execStream(account string) (stream []outMsg, ok bool, err error) {
+	if stream, ok := s.streams.exec[account]; ok {
+		return stream, true, nil
+	}
+	for _, a := range s.cfg.Accounts() {
+		if a.Name != account {
+			continue
+		}
+		items, err := execItems(s.cfg, s.p.LogOpt, a, s.p.Root)
+		if err == nil {
+			stream, err = bracket(s.gen, items)
+		}
+		if err != nil {
+			return nil, true, fmt.Errorf("exec[%s]: %w", account, err)
+		}
+		return stream, true, nil
+	}
+	return nil, false, nil
+}
+
+// netStream is the network process's stream of the configuration in
+// force (see execStream), as a new slice the caller may append to.
+func (s *supervisor) netStream() ([]outMsg, error) {
+	if s.streams.net != nil {
+		return append([]outMsg(nil), s.streams.net...), nil
+	}
+	items, err := netItems(s.cfg, s.p.LogOpt, s.drop, s.streams.targets)
+	if err != nil {
+		return nil, fmt.Errorf("net: %w", err)
+	}
+	return bracket(s.gen, items)
+}
+
+// forgetStreams drops the streams of the configuration in force once
+// every child has been sent its own; only the targets stay.
+func (s *supervisor) forgetStreams() {
+	s.streams.net, s.streams.exec = nil, nil
+}
+
 func (s *supervisor) startAll() error {
 	// Only the exec processes started with the daemon do the
 	// run_at_start runs: not those a reload adds, nor restarts.
@@ -451,6 +496,7 @@ func (s *supervisor) startAll() error {
 			return err
 		}
 	}
+	defer s.forgetStreams()
 	return s.startNet()
 }
 
@@ -537,9 +583,12 @@ func (s *supervisor) send(pr *proc, msgs ...outMsg) error {
 // in force, or of one accepted for a wildcard run_as, and connects it to
 // the network process.
 func (s *supervisor) startExec(account string) error {
-	stream, onDemand := s.streams.exec[account], false
-	target := s.streams.targets[account]
-	if stream == nil {
+	stream, ok, err := s.execStream(account)
+	if err != nil {
+		return err
+	}
+	onDemand, target := false, s.streams.targets[account]
+	if !ok {
 		a, ok := s.dynAccts[account]
 		if !ok {
 			return fmt.Errorf("exec[%s]: no such account in the configuration", account)
@@ -589,7 +638,11 @@ func (s *supervisor) startNet() error {
 		return err
 	}
 	s.net = pr
-	msgs := append([]outMsg(nil), s.streams.net...)
+	msgs, err := s.netStream()
+	if err != nil {
+		s.kill(pr, err.Error())
+		return err
+	}
 	msgs = append(msgs, outMsg{typ: msgListener, file: s.lnFile})
 	if s.chroot != nil {
 		msgs = append(msgs, outMsg{typ: msgChroot, file: s.chroot})
@@ -1183,6 +1236,7 @@ func (s *supervisor) reload(reason string) (res control.ReloadResult, err error)
 			s.kill(s.net, err.Error())
 		}
 	}
+	s.forgetStreams()
 	res = diffHandlers(old.Handlers, nc.Handlers)
 	s.log.Info("configuration reloaded", "generation", s.gen, "handlers", len(nc.Handlers),
 		"handlers_added", res.Added, "handlers_changed", res.Changed, "handlers_removed", res.Removed, "handlers_unchanged", res.Unchanged,

@@ -648,3 +648,48 @@ func TestStatusItemOnlyOwnHandlers(t *testing.T) {
 		}
 	}
 }
+
+// Once a configuration is in force its encoded streams are dropped; a
+// child started later (a restart) is sent one built again, the same.
+func TestStreamsRebuiltAfterForget(t *testing.T) {
+	cfg := testConfig(t, twoAccounts, "alice=acct_a", "bob=acct_b")
+	st, err := streamsFor(cfg, false, testLog, nil, 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := streamsFor(cfg, false, testLog, nil, 3, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &supervisor{p: &Parent{LogOpt: testLog}, cfg: cfg, gen: 3, streams: st}
+	s.forgetStreams()
+	if s.streams.net != nil || s.streams.exec != nil {
+		t.Fatal("streams kept")
+	}
+	same := func(name string, got, want []outMsg) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d messages, want %d", name, len(got), len(want))
+		}
+		for i := range got {
+			if got[i].typ != want[i].typ || !bytes.Equal(got[i].payload, want[i].payload) {
+				t.Fatalf("%s: message %d is %s %q, want %s %q", name, i, msgName(got[i].typ), got[i].payload, msgName(want[i].typ), want[i].payload)
+			}
+		}
+	}
+	for acct, w := range want.exec {
+		got, ok, err := s.execStream(acct)
+		if err != nil || !ok {
+			t.Fatalf("%s: %v, %v", acct, ok, err)
+		}
+		same(acct, got, w)
+	}
+	if _, ok, err := s.execStream("nobody"); ok || err != nil {
+		t.Errorf("a stream for an account the configuration has not: %v, %v", ok, err)
+	}
+	got, err := s.netStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	same("net", got, want.net)
+}
