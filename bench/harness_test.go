@@ -50,13 +50,15 @@ func startDaemon(t *testing.T, name, conf string) *server {
 	return start(t, "imserious "+name, cmd, "parent: listening addr=")
 }
 
-// startBare starts the bare server, over TLS when certFile is set.
-func startBare(t *testing.T, bin, name, certFile, keyFile string) *server {
+// startBare starts the bare server, over TLS when certFile is set, with
+// the flags in extra ("-forward").
+func startBare(t *testing.T, bin, name, certFile, keyFile string, extra ...string) *server {
 	t.Helper()
 	args := []string{"-listen", "127.0.0.1:0"}
 	if certFile != "" {
 		args = append(args, "-cert", certFile, "-key", keyFile)
 	}
+	args = append(args, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
 	daemontest.DieWithParent(cmd)

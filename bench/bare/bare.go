@@ -3,14 +3,23 @@
 // notification endpoint can do. It reads the body (at most 64 KiB, as
 // imserious does), decodes it with encoding/json into the fields of
 // Dovecot's notification, and answers 200 with an empty body; no
-// privilege separation, no hand-over to another process, no log line.
+// privilege separation, no log line.
+//
+// HandlerTo, Forwarder and Sink add the one cost no privilege-separated
+// design can avoid: every accepted body goes over a unix seqpacket socket
+// to a second process, which decodes it again. That is the floor of
+// imserious's process shape, without any of its own work.
 package bare
 
 import (
 	"crypto/tls"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"time"
 )
 
@@ -33,8 +42,15 @@ type notification struct {
 // Handler answers a PUT or POST whose body is a JSON notification with
 // 200; another method 405, a body over MaxBody 413, one encoding/json
 // refuses 400 (imserious says 422 for a known field of the wrong type),
-// one without user or event 422.
-func Handler() http.Handler {
+// one without user or event 422. It is HandlerTo(nil).
+func Handler() http.Handler { return HandlerTo(nil) }
+
+// HandlerTo is Handler that also hands every body it accepts to out
+// before it answers, as imserious's network process hands each event to
+// its exec process: 200 once out has returned nil, 503 when out fails.
+// A body Handler rejects is not handed over. out nil hands over nothing.
+// The body is out's to keep.
+func HandlerTo(out func(body []byte) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPut && r.Method != http.MethodPost {
 			w.Header().Set("Allow", "PUT, POST")
@@ -55,8 +71,92 @@ func Handler() http.Handler {
 			w.WriteHeader(http.StatusUnprocessableEntity)
 			return
 		}
+		if out != nil {
+			if err := out(body); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+		}
 		w.WriteHeader(http.StatusOK)
 	})
+}
+
+// SeqpacketConn wraps f, which must be a unix seqpacket socket, for
+// NewForwarder or Sink. It closes f, also on error: net.FileConn works
+// on a duplicate, and f may be an inherited descriptor (fd 3) that would
+// otherwise stay open beside it.
+func SeqpacketConn(f *os.File) (*net.UnixConn, error) {
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok || uc.LocalAddr().Network() != "unixpacket" {
+		c.Close()
+		return nil, fmt.Errorf("%s: %s socket, want a unix seqpacket socket", f.Name(), c.LocalAddr().Network())
+	}
+	return uc, nil
+}
+
+// Forwarder hands bodies to a second process, one packet each, over a
+// connected unix seqpacket socket. It is safe for concurrent use: the
+// runtime serialises writes on one socket, and a seqpacket write is all
+// or nothing, so two bodies never mix and none is split.
+type Forwarder struct {
+	conn *net.UnixConn
+}
+
+// NewForwarder returns a Forwarder writing to conn, a connected unix
+// seqpacket socket (network "unixpacket").
+func NewForwarder(conn *net.UnixConn) *Forwarder { return &Forwarder{conn: conn} }
+
+// Send writes body as exactly one packet. It waits while the receiver's
+// buffer is full: the receiver slowing down slows the senders, which is
+// the cost of the hand-over being measured, not hidden.
+func (f *Forwarder) Send(body []byte) error {
+	if len(body) > MaxBody {
+		return fmt.Errorf("forward: %d bytes, at most %d", len(body), MaxBody)
+	}
+	if _, err := f.conn.Write(body); err != nil {
+		return fmt.Errorf("forward: %w", err)
+	}
+	return nil
+}
+
+// Close closes the socket: the receiver's Sink sees the end of its input
+// once it has read what was sent before.
+func (f *Forwarder) Close() error { return f.conn.Close() }
+
+// Sink is the second process's side of a Forwarder: it reads packets
+// from conn until the sender closes its end and decodes each into the
+// notification, checking user and event again, as imserious's exec
+// process decodes and validates each event a second time. It returns nil
+// at the end of the input. Every body was accepted by HandlerTo, so a
+// packet that fails to decode, or is longer than MaxBody (the buffer's
+// extra byte shows a packet it truncated), is a bug and returned as an
+// error.
+func Sink(conn *net.UnixConn) error {
+	buf := make([]byte, MaxBody+1)
+	for {
+		k, err := conn.Read(buf)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("sink: %w", err)
+		}
+		if k > MaxBody {
+			return fmt.Errorf("sink: a packet over %d bytes", MaxBody)
+		}
+		var n notification
+		if err := json.Unmarshal(buf[:k], &n); err != nil {
+			return fmt.Errorf("sink: %.40q: %w", buf[:k], err)
+		}
+		if n.User == "" || n.Event == "" {
+			return fmt.Errorf("sink: %.40q: no user or event", buf[:k])
+		}
+	}
 }
 
 // Server is an http.Server for Handler with imserious's defaults: the
