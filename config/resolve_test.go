@@ -526,3 +526,27 @@ command = "mycmd"
 		{2, "privsep.user", `account "imse_t_gid0" has primary group 0 (root's): the network process must run unprivileged`},
 	})
 }
+
+// After ForgetSource a configuration still resolves; its messages name
+// the key without the line, and the handlers keep their own lines.
+func TestForgetSource(t *testing.T) {
+	c, err := Parse("/etc/imserious.toml", []byte("[[handler]]\nuser = \"alice\"\ncommand = \"/nonexistent/prog\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := c.Resolve(false)
+	if first == nil || !strings.Contains(first.Error(), "imserious.toml:3:") {
+		t.Fatalf("before: %v", first)
+	}
+	c.ForgetSource()
+	if c.src != nil {
+		t.Fatal("source kept")
+	}
+	again := c.Resolve(false)
+	if again == nil || strings.Contains(again.Error(), ":3:") || !strings.Contains(again.Error(), "handler[1].command") {
+		t.Errorf("after: %v", again)
+	}
+	if c.Handlers[0].Line != 1 {
+		t.Errorf("handler line %d", c.Handlers[0].Line)
+	}
+}

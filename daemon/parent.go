@@ -118,6 +118,9 @@ func (p *Parent) load() (*config.Config, error) {
 	if err == nil {
 		err = c.Resolve(p.Root)
 	}
+	if err == nil {
+		c.ForgetSource() // kept until the next reload
+	}
 	return c, err
 }
 

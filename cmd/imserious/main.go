@@ -96,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = cfg.Resolve(root)
 	}
+	if err == nil {
+		cfg.ForgetSource() // the parent keeps cfg until the next reload
+	}
 	var level slog.Level
 	var levelNote string
 	if err == nil {
