@@ -192,6 +192,9 @@ func TestBench(t *testing.T) {
 		d := startDaemon(t, "burst", handlersTOML(privsep, "", append(burstUsers, "marker"), account, ""))
 		r.burst(t, s, d, burstUsers)
 		d.stop(t)
+		bare := startBare(t, bareBin, "burst", "", "")
+		r.bareBurst(t, s, bare, burstUsers)
+		bare.stop(t)
 	}
 
 	if s.parts["wildcard"] {
@@ -383,6 +386,21 @@ func (r *report) commandLatency(t *testing.T, s settings, d *server, users []str
 		len(users), s.handlers, ms(load.Percentile(lat, 0.5)), ms(p99), ms(load.Percentile(lat, 1)), ms(targetCommandP99), verdict(p99 < targetCommandP99)))
 	r.notes = append(r.notes, fmt.Sprintf("request to command: until the exec process's \"command started\" line (logged once fork and exec succeeded) is read; the 200 came after p50 %s, p99 %s",
 		ms(load.Percentile(answer, 0.5)), ms(load.Percentile(answer, 0.99))))
+}
+
+// bareBurst sends the bare server the same burst, for reference: the
+// time and CPU a single process needs only to answer it.
+func (r *report) bareBurst(t *testing.T, s settings, bare *server, users []string) {
+	t.Helper()
+	pid := bare.cmd.Process.Pid
+	before := cpuTime(t, pid)
+	res := load.Run(load.Options{Target: load.Target{Addr: bare.addr, KeepAlive: true}, Conns: burstConns,
+		Requests: s.burst, Body: bodies(users)})
+	if res.Failed > 0 {
+		t.Fatalf("burst, bare: %d of %d failed: %v", res.Failed, s.burst, res.Err)
+	}
+	r.lines = append(r.lines, fmt.Sprintf("the same burst to the bare server, for reference: answered in %s, %.2f CPU-s (whole 10 ms ticks): the floor of both burst targets on this machine",
+		ms(res.Elapsed), (cpuTime(t, pid)-before).Seconds()))
 }
 
 // burstConns is how many connections the burst comes over.
