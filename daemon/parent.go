@@ -458,14 +458,8 @@ func (s *supervisor) execStream(account string) (stream []outMsg, ok bool, err e
 		if a.Name != account {
 			continue
 		}
-		items, err := execItems(s.cfg, s.p.LogOpt, a, s.p.Root)
-		if err == nil {
-			stream, err = bracket(s.gen, items)
-		}
-		if err != nil {
-			return nil, true, fmt.Errorf("exec[%s]: %w", account, err)
-		}
-		return stream, true, nil
+		stream, err := execStreamFor(s.cfg, s.p.LogOpt, a, s.p.Root, s.gen)
+		return stream, true, err
 	}
 	return nil, false, nil
 }
@@ -476,11 +470,7 @@ func (s *supervisor) netStream() ([]outMsg, error) {
 	if s.streams.net != nil {
 		return append([]outMsg(nil), s.streams.net...), nil
 	}
-	items, err := netItems(s.cfg, s.p.LogOpt, s.drop, s.streams.targets)
-	if err != nil {
-		return nil, fmt.Errorf("net: %w", err)
-	}
-	return bracket(s.gen, items)
+	return netStreamFor(s.cfg, s.p.LogOpt, s.drop, s.streams.targets, s.gen)
 }
 
 // forgetStreams drops the streams of the configuration in force once

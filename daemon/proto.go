@@ -1110,22 +1110,35 @@ func streamsFor(cfg *config.Config, root bool, log logOptions, drop *wireDrop, g
 			s.targets[a.Name] = next
 			next++
 		}
-		items, err := execItems(cfg, log, a, root)
-		if err != nil {
-			return nil, fmt.Errorf("exec[%s]: %w", a.Name, err)
-		}
-		if s.exec[a.Name], err = bracket(gen, items); err != nil {
+		var err error
+		if s.exec[a.Name], err = execStreamFor(cfg, log, a, root, gen); err != nil {
 			return nil, err
 		}
 	}
-	items, err := netItems(cfg, log, drop, s.targets)
-	if err != nil {
-		return nil, fmt.Errorf("net: %w", err)
-	}
-	if s.net, err = bracket(gen, items); err != nil {
+	var err error
+	if s.net, err = netStreamFor(cfg, log, drop, s.targets, gen); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// execStreamFor is the stream of generation gen for the exec process of
+// account a (streamsFor's, and the parent's when it starts one later).
+func execStreamFor(cfg *config.Config, log logOptions, a privsep.Account, root bool, gen uint64) ([]outMsg, error) {
+	items, err := execItems(cfg, log, a, root)
+	if err != nil {
+		return nil, fmt.Errorf("exec[%s]: %w", a.Name, err)
+	}
+	return bracket(gen, items)
+}
+
+// netStreamFor is the network process's stream of generation gen.
+func netStreamFor(cfg *config.Config, log logOptions, drop *wireDrop, targets map[string]int, gen uint64) ([]outMsg, error) {
+	items, err := netItems(cfg, log, drop, targets)
+	if err != nil {
+		return nil, fmt.Errorf("net: %w", err)
+	}
+	return bracket(gen, items)
 }
 
 // dropFor returns where the network process drops to when started as root.
