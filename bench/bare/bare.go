@@ -62,13 +62,8 @@ func HandlerTo(out func(body []byte) error) http.Handler {
 			w.WriteHeader(http.StatusRequestEntityTooLarge)
 			return
 		}
-		var n notification
-		if err := json.Unmarshal(body, &n); err != nil {
-			w.WriteHeader(http.StatusBadRequest)
-			return
-		}
-		if n.User == "" || n.Event == "" {
-			w.WriteHeader(http.StatusUnprocessableEntity)
+		if status := check(body); status != 0 {
+			w.WriteHeader(status)
 			return
 		}
 		if out != nil {
@@ -79,6 +74,19 @@ func HandlerTo(out func(body []byte) error) http.Handler {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
+}
+
+// check decodes a body and returns the status that refuses it, 400 for
+// JSON encoding/json refuses and 422 without user or event, or 0.
+func check(body []byte) int {
+	var n notification
+	if err := json.Unmarshal(body, &n); err != nil {
+		return http.StatusBadRequest
+	}
+	if n.User == "" || n.Event == "" {
+		return http.StatusUnprocessableEntity
+	}
+	return 0
 }
 
 // SeqpacketConn wraps f, which must be a unix seqpacket socket, for
@@ -149,12 +157,8 @@ func Sink(conn *net.UnixConn) error {
 		if k > MaxBody {
 			return fmt.Errorf("sink: a packet over %d bytes", MaxBody)
 		}
-		var n notification
-		if err := json.Unmarshal(buf[:k], &n); err != nil {
-			return fmt.Errorf("sink: %.40q: %w", buf[:k], err)
-		}
-		if n.User == "" || n.Event == "" {
-			return fmt.Errorf("sink: %.40q: no user or event", buf[:k])
+		if status := check(buf[:k]); status != 0 {
+			return fmt.Errorf("sink: %.40q: refused with %d", buf[:k], status)
 		}
 	}
 }

@@ -12,10 +12,10 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/imserious/imserious/internal/dovecotsamples"
+	"github.com/imserious/imserious/privsep"
 )
 
 // The bare server answers Dovecot's captured requests as imserious does,
@@ -116,13 +116,13 @@ func TestHandlerTo(t *testing.T) {
 // as imserious-bare -forward makes its own, closed when the test ends.
 func socketpair(t *testing.T) (a, b *net.UnixConn) {
 	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	fa, fb, err := privsep.Socketpair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ends [2]*net.UnixConn
-	for i, fd := range fds {
-		c, err := SeqpacketConn(os.NewFile(uintptr(fd), fmt.Sprintf("end %d", i)))
+	for i, f := range []*os.File{fa, fb} {
+		c, err := SeqpacketConn(f)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/imserious/imserious/bench/bare"
+	"github.com/imserious/imserious/privsep"
 )
 
 // sinkArg is the one argument of the second process. It is not a flag
@@ -113,30 +114,18 @@ type sink struct {
 // startSink starts this binary with -sink, the other end of a unix
 // seqpacket socketpair as its fd 3.
 func startSink() (*sink, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socketpair: %w", err)
-	}
-	theirs := os.NewFile(uintptr(fds[1]), "sink socket")
-	// Closed once the sink has its copy, so that the sink's exit closes
-	// the socket's other end and a send fails rather than waits forever.
-	defer theirs.Close()
-	ours, err := bare.SeqpacketConn(os.NewFile(uintptr(fds[0]), "forward socket"))
+	// privsep's, as imserious's channels: close-on-exec from creation,
+	// buffers checked to hold whole packets of a MaxBody body and more.
+	mine, theirs, err := privsep.Socketpair()
 	if err != nil {
 		return nil, err
 	}
-	// A body of MaxBody must fit in one packet, which a send buffer
-	// smaller than it refuses (EMSGSIZE); room for four, as imserious's
-	// channels have.
-	raw, err := ours.SyscallConn()
-	if err == nil {
-		raw.Control(func(fd uintptr) {
-			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4*bare.MaxBody)
-		})
-	}
+	// Closed once the sink has its copy, so that the sink's exit closes
+	// the socket's other end and a send fails rather than waits forever.
+	defer theirs.Close()
+	ours, err := bare.SeqpacketConn(mine)
 	if err != nil {
-		ours.Close()
-		return nil, fmt.Errorf("forward socket: SO_SNDBUF: %w", err)
+		return nil, err
 	}
 	exe, err := os.Executable()
 	if err != nil {
