@@ -256,9 +256,9 @@ type report struct {
 	wild       []string   // the wildcard rows' lines, printed last
 	notes      []string
 	startups   []time.Duration
-	idle       []int // RSS of parent, net, exec after start-up
-	underLoad  []int // the largest of each under the HTTP load
-	loadSum    int   // the largest total under the HTTP load
+	idle       []mem // of parent, net, exec after start-up
+	underLoad  []mem // the largest of each under the HTTP load
+	loadSum    mem   // the largest total under the HTTP load
 	loadBefore string
 }
 
@@ -452,13 +452,16 @@ func (r *report) burst(t *testing.T, s settings, d *server, users []string) {
 	}
 }
 
-// memory returns the resident size of the parent, network and exec
-// processes.
-func memory(t *testing.T, d *server) []int {
+// memory returns the memory of the parent, network and exec processes.
+func memory(t *testing.T, d *server) []mem {
 	t.Helper()
-	var out []int
+	var out []mem
 	for _, pid := range d.procs(t).all() {
-		out = append(out, rss(t, pid))
+		m := memOf(pid)
+		if m.rss == 0 || m.pss == 0 {
+			t.Fatalf("no VmRSS or PSS for process %d", pid)
+		}
+		out = append(out, m)
 	}
 	return out
 }
@@ -490,13 +493,17 @@ func (r *report) print(t *testing.T, s settings) {
 	if r.idle != nil {
 		roles := []string{"parent", "net", "exec"}
 		var idle, under []string
+		var idleSum mem
 		for i := range r.idle {
-			idle = append(idle, roles[i]+" "+mb(r.idle[i]))
-			under = append(under, roles[i]+" "+mb(r.underLoad[i]))
+			idle = append(idle, fmt.Sprintf("%s %s (RSS %s)", roles[i], mb(r.idle[i].pss), mb(r.idle[i].rss)))
+			under = append(under, fmt.Sprintf("%s %s (RSS %s)", roles[i], mb(r.underLoad[i].pss), mb(r.underLoad[i].rss)))
+			idleSum = idleSum.plus(r.idle[i])
 		}
-		fmt.Fprintf(&b, "RSS with %d handlers, idle after start-up: %s; total %s\n", s.handlers, strings.Join(idle, ", "), mb(sum(r.idle)))
-		fmt.Fprintf(&b, "RSS under the HTTP load (largest of each): %s; largest total %s; target < %s: %s\n",
-			strings.Join(under, ", "), mb(r.loadSum), mb(targetMemory), verdict(r.loadSum < targetMemory))
+		fmt.Fprintf(&b, "memory with %d handlers, PSS (RSS), idle after start-up: %s; total %s (RSS %s)\n",
+			s.handlers, strings.Join(idle, ", "), mb(idleSum.pss), mb(idleSum.rss))
+		fmt.Fprintf(&b, "memory under the HTTP load (largest of each): %s; largest total %s (RSS %s); target < %s: %s\n",
+			strings.Join(under, ", "), mb(r.loadSum.pss), mb(r.loadSum.rss), mb(targetMemory), verdict(r.loadSum.pss < targetMemory))
+		b.WriteString("  (PSS counts each page shared between the processes for its share: the binary's pages, resident once, are in every VmRSS; PSS's total is what the three take together)\n")
 	}
 	for _, l := range r.wild {
 		b.WriteString(l + "\n")
@@ -508,14 +515,6 @@ func (r *report) print(t *testing.T, s settings) {
 	// Straight to stdout: go test -v streams it; it is what make bench
 	// prints.
 	fmt.Print("\n" + b.String())
-}
-
-func sum(xs []int) int {
-	n := 0
-	for _, x := range xs {
-		n += x
-	}
-	return n
 }
 
 func durations(ds []time.Duration) string {

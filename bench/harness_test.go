@@ -182,30 +182,44 @@ func rss(t *testing.T, pid int) int {
 	return kb << 10
 }
 
-// rssSampler keeps the largest resident size of each process, and of
-// their sum, while the load runs.
+// mem is the memory of a process, or of processes together, in bytes:
+// resident (VmRSS) and proportional (PSS: each page shared between
+// processes counted for its share; see daemontest.PSS).
+type mem struct{ rss, pss int }
+
+func memOf(pid int) mem {
+	r, _ := daemontest.Status(pid, "VmRSS")
+	p, _ := daemontest.PSS(pid)
+	return mem{r << 10, p << 10}
+}
+
+func (m mem) plus(o mem) mem { return mem{m.rss + o.rss, m.pss + o.pss} }
+func (m mem) max(o mem) mem  { return mem{max(m.rss, o.rss), max(m.pss, o.pss)} }
+
+// rssSampler keeps the largest memory of each process, and of their sum,
+// while the load runs.
 type rssSampler struct {
 	pids []int
 	stop chan struct{}
 	done chan struct{}
-	max  []int
-	sum  int
+	max  []mem
+	sum  mem
 }
 
 func sampleRSS(pids []int) *rssSampler {
-	r := &rssSampler{pids: pids, stop: make(chan struct{}), done: make(chan struct{}), max: make([]int, len(pids))}
+	r := &rssSampler{pids: pids, stop: make(chan struct{}), done: make(chan struct{}), max: make([]mem, len(pids))}
 	go func() {
 		defer close(r.done)
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			sum := 0
+			var sum mem
 			for i, pid := range r.pids {
-				kb, _ := daemontest.Status(pid, "VmRSS")
-				r.max[i] = max(r.max[i], kb<<10)
-				sum += kb << 10
+				m := memOf(pid)
+				r.max[i] = r.max[i].max(m)
+				sum = sum.plus(m)
 			}
-			r.sum = max(r.sum, sum)
+			r.sum = r.sum.max(sum)
 			select {
 			case <-r.stop:
 				return

@@ -92,13 +92,15 @@ func (r *report) wildcardUsers(t *testing.T, s settings, root bool, privsepTOML,
 	idle := memory(t, d)
 	d.stop(t)
 
-	execAfter, execIdle := after[2], idle[2]
+	execAfter, execIdle := after[2].rss, idle[2].rss
 	perUser := float64(execAfter-before) / float64(len(users))
 	roles := []string{"parent", "net", "exec"}
 	var afterAll, idleAll []string
+	total := 0
 	for i := range after {
-		afterAll = append(afterAll, roles[i]+" "+mb(after[i]))
-		idleAll = append(idleAll, roles[i]+" "+mb(idle[i]))
+		afterAll = append(afterAll, roles[i]+" "+mb(after[i].rss))
+		idleAll = append(idleAll, roles[i]+" "+mb(idle[i].rss))
+		total += after[i].rss
 	}
 	r.wild = append(r.wild,
 		fmt.Sprintf("%s (user = \"*\", run_as = %q, /bin/true, limit_period = %q, %d keep-alive connections): start-up %s (target < %s: %s); %d notifications answered in %s",
@@ -108,7 +110,7 @@ func (r *report) wildcardUsers(t *testing.T, s settings, root bool, privsepTOML,
 			ran, len(users), verdict(ran == len(users)), ms(runsDone), runs, recoveries, busiest),
 		fmt.Sprintf("  exec RSS %s after start-up, %s once the runs are done (peak %s): %s per user, the runs' own memory included (target, for pending state: < %s: %s); RSS then: %s; total %s",
 			mb(before), mb(execAfter), mb(peak<<10), bytesSize(perUser), bytesSize(targetPerUser), verdict(perUser < targetPerUser),
-			strings.Join(afterAll, ", "), mb(sum(after))),
+			strings.Join(afterAll, ", "), mb(total)),
 		fmt.Sprintf("  %v later, every bucket refilled and every user idle: exec RSS %s, %s per user above start-up (target: nothing; reported, Go gives freed memory back to the system only gradually); RSS: %s",
 			2*wildcardPeriod, mb(execIdle), bytesSize(float64(execIdle-before)/float64(len(users))), strings.Join(idleAll, ", ")))
 	if n := d.log.Count(msgNotTaken) - notTaken; n > 0 {

@@ -108,7 +108,22 @@ func (fd FD) IsTerminal() bool {
 // Status returns the value of a key of /proc/PID/status ("VmRSS",
 // "Threads"), as its first number; false when there is none.
 func Status(pid int, key string) (int, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return procKey(fmt.Sprintf("/proc/%d/status", pid), key)
+}
+
+// PSS returns the proportional set size of process pid in KiB, from
+// /proc/PID/smaps_rollup: its resident pages, each page shared with other
+// processes counted for its share. The daemon's processes run one binary,
+// whose pages are resident once whatever VmRSS says of each, so the sum
+// of their PSS is the memory they take together.
+func PSS(pid int) (int, bool) {
+	return procKey(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss")
+}
+
+// procKey returns the first number after "key:" in a /proc file of
+// "key: value" lines.
+func procKey(path, key string) (int, bool) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, false
 	}
