@@ -148,7 +148,7 @@ type Handler struct {
 	LimitBurst     int               // default 1
 	Periodic       time.Duration     // 0: none
 	RunAs          string            // as written, %-variables unexpanded; "" means the default of spec §5
-	Env            map[string]string // never nil; after Resolve, also the pass_env variables that are set
+	Env            map[string]string // nil when empty (a map each would be 0.5 MB of 10,000 handlers); after Resolve, also the pass_env variables that are set
 	CommandTimeout time.Duration     // default 10m
 	IP             []netip.Prefix    // empty: any peer allowed by Config.Allow
 	// PassEnv names variables of the daemon's own environment copied to
@@ -156,21 +156,24 @@ type Handler struct {
 	// one that is set, even to "", into Env, which is how it reaches the
 	// exec process; one that is unset is left out.
 	PassEnv []string
-	// RunAtStart makes the handler run once when the daemon starts
-	// (run_at_start), for mail that arrived while it was down.
-	RunAtStart bool
 	// Retries is how many times a failed run is tried again (retries,
 	// 0 to MaxRetries, default 0), RetryBackoff after the failed run ended
 	// (retry_backoff, default DefaultRetryBackoff), doubling each time.
 	Retries      int
 	RetryBackoff time.Duration
+	// MinUID is the lowest uid an account named through run_as's
+	// %-variables may have (min_uid, default DefaultMinUID).
+	MinUID int
+	// The flags are side by side: each alone between wider fields would
+	// take a word, and 10,000 handlers are kept in every process.
+	//
+	// RunAtStart makes the handler run once when the daemon starts
+	// (run_at_start), for mail that arrived while it was down.
+	RunAtStart bool
 	// Pattern is set when User is a glob (IsUserPattern): the handler
 	// matches every user MatchUser says, and keeps its scheduling state
 	// per user.
 	Pattern bool
-	// MinUID is the lowest uid an account named through run_as's
-	// %-variables may have (min_uid, default DefaultMinUID).
-	MinUID int
 	// Dynamic is set for a Pattern handler whose run_as has %-variables:
 	// its account depends on the event's user, so Resolve leaves Account
 	// zero and the parent resolves and checks it per user (DynamicAccount)

@@ -58,7 +58,7 @@ func FuzzParse(f *testing.F) {
 		}
 		for _, h := range c.Handlers {
 			if h.User == "" || len(h.Command) == 0 || h.Command[0] == "" || h.LimitBurst < 1 ||
-				h.LimitPeriod <= 0 || h.CommandTimeout <= 0 || h.Delay < 0 || h.Periodic < 0 || h.Env == nil {
+				h.LimitPeriod <= 0 || h.CommandTimeout <= 0 || h.Delay < 0 || h.Periodic < 0 || (h.Env != nil && len(h.Env) == 0) {
 				t.Fatalf("invalid handler accepted: %+v", h)
 			}
 			// The wildcard rules every process relies on.

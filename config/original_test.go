@@ -67,7 +67,6 @@ func originalHandler() Handler {
 		CommandTimeout: DefaultCommandTimeout,
 		RetryBackoff:   DefaultRetryBackoff,
 		MinUID:         DefaultMinUID,
-		Env:            map[string]string{},
 	}
 }
 
@@ -116,7 +115,7 @@ func TestOriginalExamples(t *testing.T) {
 		{"periodic", "2 days", 48 * time.Hour},
 	} {
 		h := Handler{Line: 1, Number: 1, User: "freaky", Event: "MessageNew", Command: []string{"true"},
-			LimitPeriod: DefaultLimitPeriod, LimitBurst: DefaultLimitBurst, CommandTimeout: DefaultCommandTimeout, RetryBackoff: DefaultRetryBackoff, MinUID: DefaultMinUID, Env: map[string]string{}}
+			LimitPeriod: DefaultLimitPeriod, LimitBurst: DefaultLimitBurst, CommandTimeout: DefaultCommandTimeout, RetryBackoff: DefaultRetryBackoff, MinUID: DefaultMinUID}
 		field := map[string]*time.Duration{"delay": &h.Delay, "limit_period": &h.LimitPeriod,
 			"periodic": &h.Periodic, "command_timeout": &h.CommandTimeout}
 		*field[d.key] = d.want

@@ -830,7 +830,6 @@ func (p *parser) handler(base []string, m map[string]any) Handler {
 		CommandTimeout: DefaultCommandTimeout,
 		RetryBackoff:   DefaultRetryBackoff,
 		MinUID:         DefaultMinUID,
-		Env:            map[string]string{},
 	}
 	t := p.table(&handlerSpec, base, m)
 	if f, ok := t["user"]; ok {
@@ -910,7 +909,11 @@ func (p *parser) handler(base []string, m map[string]any) Handler {
 	}
 	envPath := append(slices.Clip(base), "env")
 	if f, ok := t["env"]; ok {
+		h.Env = map[string]string{}
 		p.env(f, h.Env)
+		if len(h.Env) == 0 {
+			h.Env = nil
+		}
 		envPath = f.path
 	}
 	if f, ok := t["pass_env"]; ok {

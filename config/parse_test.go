@@ -66,7 +66,6 @@ func TestDefaults(t *testing.T) {
 			CommandTimeout: 10 * time.Minute,
 			RetryBackoff:   10 * time.Second,
 			MinUID:         1000,
-			Env:            map[string]string{},
 		}},
 	}
 	c.src = nil
@@ -151,7 +150,6 @@ func TestFull(t *testing.T) {
 			RunAs:          "%n",
 			CommandTimeout: 10 * time.Minute,
 			RetryBackoff:   10 * time.Second,
-			Env:            map[string]string{},
 			Pattern:        true,
 			MinUID:         2000,
 			Dynamic:        true,

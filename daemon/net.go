@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -734,6 +733,7 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 			cfg, pending = pending, nil
 			n.keepTargets(cfg.targets)
 			if srv != nil {
+				releaseMemory(cfg.dropRoutes())
 				err = n.ready(st.last)
 			}
 		case msgListener:
@@ -782,7 +782,7 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 				break
 			}
 			if err = start(); err == nil {
-				releaseMemory(len(cfg.routes))
+				releaseMemory(cfg.dropRoutes())
 				err = n.ready(st.last)
 			}
 		case msgShutdown:
@@ -806,22 +806,6 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 		}
 	}
 }
-
-// releaseMemory gives the system back what decoding a configuration
-// stream left behind, once it is in force: with 10,000 handlers that is
-// megabytes in each process, which Go would return only gradually (the
-// heap is garbage, not in use; RSS is what an operator sees).
-//
-// Only after a large configuration (at least bigConfig items): a forced
-// collection costs milliseconds, and a burst of reloads of a small file
-// must not queue up behind it.
-func releaseMemory(items int) {
-	if items >= bigConfig {
-		debug.FreeOSMemory()
-	}
-}
-
-const bigConfig = 1000
 
 // takeOnce keeps the one descriptor of a message that may come once,
 // before serving, and carries no payload.

@@ -481,8 +481,8 @@ type wireExecChannel struct {
 type netConfig struct {
 	global  *wireNetGlobal
 	allow   []netip.Prefix
-	targets map[int]string // target -> account
-	routes  []listener.Route
+	targets map[int]string   // target -> account
+	routes  []listener.Route // until the listener has them: see dropRoutes
 }
 
 // add takes one item of a net stream.
@@ -578,6 +578,16 @@ func (c *netConfig) validate() error {
 }
 
 // listenerConfig is the policy the HTTP server serves.
+// dropRoutes lets go of the routes once the listener has its own index
+// of them (listener.New or Update: it keeps nothing of the Config), and
+// returns how many there were. With 10,000 handlers the copy kept here
+// was most of a megabyte the process never read again.
+func (c *netConfig) dropRoutes() int {
+	n := len(c.routes)
+	c.routes = nil
+	return n
+}
+
 func (c *netConfig) listenerConfig() listener.Config {
 	g := c.global
 	lc := listener.Config{Allow: c.allow, Endpoint: g.Endpoint, MaxConnections: g.MaxConnections,
@@ -716,8 +726,8 @@ func (w wireHandler) handler(acct privsep.Account) (config.Handler, error) {
 		return config.Handler{}, fmt.Errorf("handler at line %d: %w", w.Line, err)
 	}
 	env := w.Env
-	if env == nil {
-		env = map[string]string{}
+	if len(env) == 0 {
+		env = nil // as config has it
 	}
 	return config.Handler{Line: w.Line, Number: w.Number, User: w.User, Event: ev, Command: w.Command, Path: w.Path,
 		Delay: w.Delay, LimitPeriod: w.LimitPeriod, LimitBurst: w.LimitBurst, Periodic: w.Periodic,
