@@ -158,8 +158,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			targets = append(targets, t)
 		}
 	}
-	for i := range p.routes[ev.User] {
-		take(&p.routes[ev.User][i])
+	exact := p.routesFor(ev.User)
+	for i := range exact {
+		take(&exact[i])
 	}
 	for i := range p.patterns {
 		rt := &p.patterns[i]
@@ -408,7 +409,7 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, peer netip.AddrP
 // whose handlers want another event or peer it stays a debug line.
 func (s *Server) unmatched(r *http.Request, p *policy, ev *event.Event, peer netip.AddrPort) {
 	ctx := r.Context()
-	if len(p.routes[ev.User]) > 0 || p.patternFor(ev.User) {
+	if len(p.routesFor(ev.User)) > 0 || p.patternFor(ev.User) {
 		if s.log.Enabled(ctx, slog.LevelDebug) {
 			s.log.LogAttrs(ctx, slog.LevelDebug, "event matches no handler",
 				slog.String("user", ev.User), slog.String("event", ev.Event),
@@ -425,7 +426,7 @@ func (s *Server) unmatched(r *http.Request, p *policy, ev *event.Event, peer net
 	}
 	attrs := []slog.Attr{slog.String("user", ev.User), slog.String("event", ev.Event),
 		slog.String("peer", peer.String()), slog.Int("handlers", 0)}
-	if hint := userHint(p.routes, ev.User); hint != "" {
+	if hint := userHint(p.byUser, ev.User); hint != "" {
 		attrs = append(attrs, slog.String("hint", hint))
 	}
 	if suppressed > 0 {
@@ -444,10 +445,11 @@ func (p *policy) patternFor(user string) bool {
 	return false
 }
 
-// userHint names the handler's user most likely meant for user, or "".
-// Of several candidates the first in sort order is named, so the hint
-// does not change from one line to the next.
-func userHint(routes map[string][]route, user string) string {
+// userHint names the handler's user most likely meant for user, or "",
+// of the users routes has keys for. Of several candidates the first in
+// sort order is named, so the hint does not change from one line to the
+// next.
+func userHint[V any](routes map[string]V, user string) string {
 	var best string
 	pick := func(u string) {
 		if best == "" || u < best {

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -173,15 +174,34 @@ type Server struct {
 // needs no lock.
 type policy struct {
 	endpoint string
-	allow    []netip.Prefix     // as prefix.Normalize returns them; empty: everyone
-	auth     *credentials       // nil: no authentication
-	routes   map[string][]route // by user, for exact users
-	patterns []route            // routes whose user is a glob, in order
+	allow    []netip.Prefix // as prefix.Normalize returns them; empty: everyone
+	auth     *credentials   // nil: no authentication
+	// exact holds the routes of exact users, each user's together and in
+	// the order written, and byUser where they are: one slice and one
+	// small map entry per user rather than a slice each (most users have
+	// one handler; with 10,000 of them, a megabyte less).
+	exact    []route
+	byUser   map[string]span
+	patterns []route // routes whose user is a glob, in order
 	accounts Accounts
 }
 
+// span is where a user's routes are in policy.exact.
+type span struct{ start, n int32 }
+
+// routesFor returns the routes of an exact user, in the order written;
+// nil when there are none.
+func (p *policy) routesFor(user string) []route {
+	sp, ok := p.byUser[user]
+	if !ok {
+		return nil
+	}
+	end := sp.start + sp.n
+	return p.exact[sp.start:end:end]
+}
+
 type route struct {
-	user    string // the pattern, for patterns only
+	user    string // the user, or for patterns the pattern
 	event   string
 	ip      []netip.Prefix
 	target  int
@@ -278,7 +298,6 @@ func newPolicy(cfg Config) *policy {
 	p := &policy{
 		endpoint: cfg.Endpoint,
 		allow:    prefix.Normalize(cfg.Allow),
-		routes:   make(map[string][]route),
 	}
 	if p.endpoint == "" {
 		p.endpoint = DefaultEndpoint
@@ -296,14 +315,25 @@ func newPolicy(cfg Config) *policy {
 		if c, ok := event.Canonical(ev); ok {
 			ev = c
 		}
-		rt := route{event: ev, ip: prefix.Normalize(r.IP), target: r.Target, runAs: r.RunAs, handler: r.Handler}
+		rt := route{user: r.User, event: ev, ip: prefix.Normalize(r.IP), target: r.Target, runAs: r.RunAs, handler: r.Handler}
 		if config.IsUserPattern(r.User) {
-			rt.user = r.User
 			p.patterns = append(p.patterns, rt)
 			continue
 		}
-		p.routes[r.User] = append(p.routes[r.User], rt)
+		p.exact = append(p.exact, rt)
 	}
+	// Stable: a user's routes keep the order they were written in.
+	slices.SortStableFunc(p.exact, func(a, b route) int { return strings.Compare(a.user, b.user) })
+	p.byUser = make(map[string]span)
+	for i := 0; i < len(p.exact); {
+		j := i + 1
+		for j < len(p.exact) && p.exact[j].user == p.exact[i].user {
+			j++
+		}
+		p.byUser[p.exact[i].user] = span{int32(i), int32(j - i)}
+		i = j
+	}
+	p.exact = slices.Clip(p.exact)
 	p.accounts = cfg.Accounts
 	return p
 }

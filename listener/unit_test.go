@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -133,7 +134,7 @@ func TestPolicyPrefixes(t *testing.T) {
 	}
 	p := New(Config{Allow: in, Routes: []Route{{User: "u", Event: "MessageNew", IP: in}}}, nil, nil).policy.Load()
 	want := []string{"10.0.0.0/8", "10.0.0.0/8", "::/64", "2001:db8::/32", "fe80::/10"}
-	for _, got := range [][]netip.Prefix{p.allow, p.routes["u"][0].ip} {
+	for _, got := range [][]netip.Prefix{p.allow, p.routesFor("u")[0].ip} {
 		if len(got) != len(want) {
 			t.Fatalf("prefixes %v, want %v", got, want)
 		}
@@ -279,5 +280,42 @@ func TestTLS(t *testing.T) {
 	calls := rec.get()
 	if len(calls) != 2 || calls[0].remote.String() != c.LocalAddr().String() {
 		t.Errorf("calls %+v, want 2 from %v", calls, c.LocalAddr())
+	}
+}
+
+// TestPolicyRoutesByUser: each exact user gets its routes, all of them
+// and in the order written, however the users' handlers are interleaved;
+// patterns stay apart, and a user without a handler has none.
+func TestPolicyRoutesByUser(t *testing.T) {
+	routes := []Route{
+		{User: "bob", Event: "MessageNew", Handler: 1},
+		{User: "alice", Event: "MessageNew", Handler: 2},
+		{User: "*@example.org", Event: "MessageNew", Handler: 3},
+		{User: "bob", Event: "FlagsSet", Handler: 4},
+		{User: "carol", Event: "MessageNew", Handler: 5},
+		{User: "bob", Event: "MessageNew", Handler: 6},
+		{User: "alice", Event: "MessageRead", Handler: 7},
+	}
+	p := New(Config{Routes: routes}, nil, nil).policy.Load()
+	for user, want := range map[string][]int{"alice": {2, 7}, "bob": {1, 4, 6}, "carol": {5}, "dave": nil, "*@example.org": nil} {
+		var got []int
+		for _, rt := range p.routesFor(user) {
+			if rt.user != user {
+				t.Errorf("route of handler %d for %q names user %q", rt.handler, user, rt.user)
+			}
+			got = append(got, rt.handler)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("routes of %q: handlers %v, want %v", user, got, want)
+		}
+	}
+	if len(p.patterns) != 1 || p.patterns[0].handler != 3 {
+		t.Errorf("patterns %+v, want handler 3's", p.patterns)
+	}
+	// A caller appending to what it got must not reach the next user's.
+	r := p.routesFor("alice")
+	_ = append(r, route{handler: 99})
+	if got := p.routesFor("bob")[0].handler; got == 99 {
+		t.Error("appending to alice's routes overwrote bob's")
 	}
 }
