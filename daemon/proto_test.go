@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/listener"
@@ -692,4 +693,57 @@ func TestStreamsRebuiltAfterForget(t *testing.T) {
 		t.Fatal(err)
 	}
 	same("net", got, want.net)
+}
+
+// An exec process keeps one copy of what its handlers have in common:
+// the same command line is one slice, the same program and run_as one
+// string; what differs stays apart, and every handler arrives the same.
+func TestExecConfigShares(t *testing.T) {
+	cfg := testConfig(t, `
+[[handler]]
+user = "a"
+command = "/bin/true --fetch a"
+[[handler]]
+user = "b"
+command = "/bin/true --fetch a"
+[[handler]]
+user = "c"
+command = "/bin/echo --fetch c"
+`)
+	a := cfg.Handlers[0].Account
+	items, err := execItems(cfg, testLog, a, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec := &execConfig{}
+	for _, m := range items {
+		if err := ec.add(privsep.Msg{Type: m.typ, Payload: m.payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hs, err := ec.build(a.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 3 {
+		t.Fatalf("%d handlers", len(hs))
+	}
+	for i := range hs {
+		if !hs[i].Same(&cfg.Handlers[i]) {
+			t.Errorf("handler %d arrived as %+v, want %+v", i, hs[i], cfg.Handlers[i])
+		}
+	}
+	if &hs[0].Command[0] != &hs[1].Command[0] {
+		t.Error("the same command line is two slices")
+	}
+	if unsafe.StringData(hs[0].Path) != unsafe.StringData(hs[1].Path) ||
+		unsafe.StringData(hs[0].Command[1]) != unsafe.StringData(hs[2].Command[1]) {
+		t.Error("equal strings are not one copy")
+	}
+	if &hs[0].Command[0] == &hs[2].Command[0] || hs[2].Command[2] != "c" || hs[0].Command[2] != "a" {
+		t.Errorf("different command lines mixed: %q, %q", hs[0].Command, hs[2].Command)
+	}
+	if cap(hs[0].Command) != len(hs[0].Command) {
+		t.Error("a shared command line has room to append into")
+	}
 }
