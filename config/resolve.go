@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/internal/intern"
 	"github.com/imserious/imserious/privsep"
 	"github.com/imserious/imserious/tlsreload"
 )
@@ -42,9 +43,15 @@ func (c *Config) Resolve(root bool) error {
 	} else {
 		r.userAccounts()
 	}
+	// Equal command lines and run_as are kept once (Path is, through
+	// commands): each handler's table was decoded on its own, and 10,000
+	// copies of one line stay in the parent for its whole life.
+	var in intern.Table
 	for i := range c.Handlers {
 		r.command(i)
 		r.passEnv(i)
+		h := &c.Handlers[i]
+		h.Command, h.RunAs = in.Argv(h.Command), in.Str(h.RunAs)
 	}
 	if c.TLS != nil {
 		r.tlsPair()

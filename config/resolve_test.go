@@ -550,3 +550,30 @@ func TestForgetSource(t *testing.T) {
 		t.Errorf("handler line %d", c.Handlers[0].Line)
 	}
 }
+
+// Handlers with the same command line and run_as keep one copy of them
+// after Resolve; a different line stays apart.
+func TestResolveShares(t *testing.T) {
+	testBin(t)
+	c := mustParse(t, `
+[[handler]]
+user = "a"
+command = "mycmd --fetch x"
+[[handler]]
+user = "b"
+command = "mycmd --fetch x"
+[[handler]]
+user = "c"
+command = "mycmd --fetch y"
+`)
+	if err := c.Resolve(false); err != nil {
+		t.Fatal(err)
+	}
+	h := c.Handlers
+	if &h[0].Command[0] != &h[1].Command[0] || cap(h[0].Command) != len(h[0].Command) {
+		t.Error("the same command line is not one slice without room to append")
+	}
+	if &h[2].Command[0] == &h[0].Command[0] || h[2].Command[2] != "y" || h[0].Command[2] != "x" {
+		t.Errorf("different command lines mixed: %q, %q", h[0].Command, h[2].Command)
+	}
+}

@@ -59,12 +59,12 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
 	"github.com/imserious/imserious/exec"
+	"github.com/imserious/imserious/internal/intern"
 	"github.com/imserious/imserious/listener"
 	"github.com/imserious/imserious/privsep"
 )
@@ -791,53 +791,20 @@ func (c *execConfig) build(name string) ([]config.Handler, error) {
 	}
 	acct := g.Account.account()
 	hs := make([]config.Handler, 0, len(c.handlers))
-	var in interner
+	// Most handlers of an account run the same program as the same
+	// run_as, and each message decoded has its own copies: with 10,000
+	// handlers, over half a megabyte. The exec package only reads them (its
+	// runner copies the arguments it passes on).
+	var in intern.Table
 	for _, w := range c.handlers {
 		h, err := w.handler(acct)
 		if err != nil {
 			return nil, err
 		}
-		h.Path, h.RunAs, h.Command = in.str(h.Path), in.str(h.RunAs), in.argv(h.Command)
+		h.Path, h.RunAs, h.Command = in.Str(h.Path), in.Str(h.RunAs), in.Argv(h.Command)
 		hs = append(hs, h)
 	}
 	return hs, nil
-}
-
-// interner gives equal strings and command lines one copy. Most handlers
-// of an account run the same program as the same run_as, and each
-// decoded message has its own copies: with 10,000 handlers, over half a
-// megabyte of the exec process. The exec package only reads them (its
-// runner copies the arguments it passes on).
-type interner struct {
-	strs  map[string]string
-	argvs map[string][]string
-}
-
-func (in *interner) str(s string) string {
-	if t, ok := in.strs[s]; ok {
-		return t
-	}
-	if in.strs == nil {
-		in.strs = make(map[string]string)
-	}
-	in.strs[s] = s
-	return s
-}
-
-func (in *interner) argv(a []string) []string {
-	key := strings.Join(a, "\x00") // no argument holds a NUL
-	if b, ok := in.argvs[key]; ok {
-		return b
-	}
-	if in.argvs == nil {
-		in.argvs = make(map[string][]string)
-	}
-	for i := range a {
-		a[i] = in.str(a[i])
-	}
-	a = slices.Clip(a)
-	in.argvs[key] = a
-	return a
 }
 
 // execItems is the body of the stream for the exec process of acct.
