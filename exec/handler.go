@@ -22,7 +22,7 @@ import (
 
 // phase is where a pending run (an event, recovery, manual or start run,
 // or the retry of a failed run) stands.
-type phase int
+type phase uint8
 
 const (
 	noPending    phase = iota // no run pending
@@ -67,40 +67,57 @@ func triggerRank(t string) int {
 // once nothing is pending or running and its token bucket is full again,
 // so that an idle user costs nothing. mu guards the handler and every one
 // of its states.
+//
+// With 10,000 exact handlers the handlers and their states are most of
+// the exec process's heap: what can be had from cfg (the token bucket's
+// rate and burst, the program's path below the home) is not kept again.
+// What Deliver reads of a handler comes first, up to stopped.
 type handler struct {
 	x    *Exec
 	cfg  *config.Handler
 	ip   []netip.Prefix // cfg.IP as prefix.Contains wants them
+	one  *sched         // an exact handler's state; nil for a wildcard handler
 	base []string       // BaseEnv(cfg), computed once
-	// The token bucket of each state: limit_period and limit_burst.
-	limit rate.Limit
-	burst int
-	// hookRel is, for a program in the account's home ("~/rel",
-	// config.HomeRelative), its path below the home, looked up at each
-	// launch (lookupHook); "" for a program resolved by config.
-	hookRel string
 	// unmatched limits the warn line for events a Dynamic handler's
 	// run_as gives to another account (nil for other handlers).
 	unmatched *logging.Limiter
+	// hook is set for a program in the account's home ("~/rel",
+	// config.HomeRelative), looked up at each launch (lookupHook); unset
+	// for a program resolved by config.
+	hook bool
 
-	mu sync.Mutex
+	mu      sync.Mutex
+	stopped bool
 	// index is the handler's place in the current list and number its
 	// place in the file (config.Handler.Number, the N of handler[N] in
 	// configuration errors), which names it in logs; Update may change
 	// both.
-	index   int
-	number  int
-	line    int
-	lg      *slog.Logger // see logger
-	stopped bool
+	index  int
+	number int
+	line   int
+	lg     *slog.Logger // see logger
 	// runs counts the runs launched (retries included) and failures the
 	// runs that ended and failed, of every state, freed ones included;
-	// lastRun is the last run of any state that ended.
+	// lastRun is the last run of any state that ended. An exact handler's
+	// state has its counts and last run here.
 	runs     int
 	failures int
 	lastRun  *RunInfo
-	one      *sched            // an exact handler's state; nil for a wildcard handler
 	users    map[string]*sched // a wildcard handler's states, by event user; nil for an exact one
+}
+
+// limit is the rate of the token bucket of each state: limit_period.
+func (h *handler) limit() rate.Limit {
+	if h.cfg.LimitPeriod > 0 {
+		return rate.Every(h.cfg.LimitPeriod)
+	}
+	return rate.Inf
+}
+
+// burst is the size of the token bucket of each state: limit_burst.
+func (h *handler) burst() int {
+	// config guarantees >= 1; a 0 burst would refuse every run
+	return max(h.cfg.LimitBurst, 1)
 }
 
 // sched is the scheduling state machine of one handler for one user: the
@@ -109,17 +126,31 @@ type handler struct {
 // state has at most its periodic timer armed (a wildcard handler's, at
 // most the timer for its bucket's refill) and no goroutine. Its handler's
 // mu guards it.
+//
+// It holds inline what a state idle or waiting for its delay needs, every
+// exact handler's with 10,000 of them: what only a reserved token, a
+// running command, a retry or a periodic timer needs is in more, and what
+// only a wildcard handler's state needs in u (an exact handler's has it
+// in its handler). That keeps it in the 256-byte size class
+// (TestSchedSize).
 type sched struct {
-	h    *handler
-	user string
-	lim  *rate.Limiter
-	lg   *slog.Logger // a wildcard handler's state's logger, made when first needed
+	// What an event joining the pending run reads and writes comes first,
+	// in the first three of the struct's four cache lines.
+	h *handler
+	// more holds the fields of the phases that need them, made when one
+	// does and dropped by settle (trim) once the state is idle and none
+	// does; nil meanwhile.
+	more *schedMore
 
-	busy     bool // an exact handler's state is counted busy in Exec's idle count
-	running  bool
-	runs     int // runs launched for this state, retries included
-	failures int // runs that ended and failed
-	phase    phase
+	busy    bool // an exact handler's state is counted busy in Exec's idle count
+	running bool
+	// free is set once a manual or start request is merged into the
+	// pending run: it then neither waits for nor spends a token.
+	free bool
+	// refill is set while wait is the timer of a wildcard handler's idle
+	// state, which fires when its token bucket is full again.
+	refill bool
+	phase  phase
 	// The pending run: its trigger (TriggerEvent, TriggerRecovery,
 	// TriggerManual or TriggerStart; TriggerRetry in waitRetry), how many
 	// events it covers, and the last one.
@@ -127,9 +158,26 @@ type sched struct {
 	count   int
 	last    event.Event
 	remote  netip.AddrPort
-	// free is set once a manual or start request is merged into the
-	// pending run: it then neither waits for nor spends a token.
-	free bool
+
+	lim *rate.Limiter
+	// u is the rest of a wildcard handler's state, which holds this one;
+	// nil for an exact handler's.
+	u *userSched
+	// due is when the wait timer fires (waitDelay, waitToken, waitRetry,
+	// and refill).
+	due time.Time
+
+	// Timers carry a generation: Stop cannot recall a callback already on
+	// its way, so a callback whose generation is stale does nothing. Both
+	// generations stay here, never dropped with more, so that they only
+	// grow.
+	wait        clock.Timer
+	waitGen     uint64
+	periodicGen uint64
+}
+
+// schedMore is what a state needs in some phases only (sched.more).
+type schedMore struct {
 	// resv is the token reserved for the pending run, due at resvAt;
 	// given back when a manual request makes the run free in waitToken.
 	resv   *rate.Reservation
@@ -141,38 +189,62 @@ type sched struct {
 	// retry is the run waitRetry will start: the failed run's job with
 	// its next Attempt and environment.
 	retry *Job
-	// due is when the wait timer fires (waitDelay, waitToken, waitRetry,
-	// and refill).
-	due time.Time
-	// refill is set while wait is the timer of a wildcard handler's idle
-	// state, which fires when its token bucket is full again.
-	refill bool
-
-	// The running run (running): when it started, on the handler's
+	// The running run (sched.running): when it started, on the handler's
 	// clock, and its pid once the runner has reported it.
 	since time.Time
 	pid   int
-	// lastRun is how the last run that ended went; nil before.
-	lastRun *RunInfo
+	// periodic is the periodic timer, which fires at periodicAt; nil and
+	// zero when it is not armed.
+	periodic   clock.Timer
+	periodicAt time.Time
+}
 
-	// Timers carry a generation: Stop cannot recall a callback already on
-	// its way, so a callback whose generation is stale does nothing.
-	wait        clock.Timer
-	waitGen     uint64
-	periodic    clock.Timer
-	periodicGen uint64
-	periodicAt  time.Time // when periodic fires; zero when it is not armed
+// userSched is a wildcard handler's state of one event user: the state
+// machine and what an exact handler's state has in its handler.
+type userSched struct {
+	sched sched
+	user  string
+	lg    *slog.Logger // the state's logger, made when first needed
+	// runs counts the runs launched for this user, retries included, and
+	// failures those that ended and failed; lastRun is how the last one
+	// that ended went (nil before).
+	runs     int
+	failures int
+	lastRun  *RunInfo
+}
+
+// extra returns s.more, making it when s has none. Must be called with
+// the handler's mu held.
+func (s *sched) extra() *schedMore {
+	if s.more == nil {
+		s.more = &schedMore{}
+	}
+	return s.more
+}
+
+// trim drops s.more once the state is idle (nothing running, nothing
+// pending) and nothing in it is needed: no token reserved or spent, no
+// retry and no periodic timer (what else it holds is then zero or
+// unread). A pending state keeps it until then: not reading it on every
+// event that joins a pending run keeps that path to the state itself.
+// Must be called with the handler's mu held.
+func (s *sched) trim() {
+	if m := s.more; m != nil && !s.running && s.phase == noPending &&
+		m.resv == nil && m.spent == nil && m.retry == nil && m.periodic == nil {
+		s.more = nil
+	}
+}
+
+// user is whose runs these are: the event user of a wildcard handler's
+// state, the handler's user for an exact handler's.
+func (s *sched) user() string {
+	if s.u != nil {
+		return s.u.user
+	}
+	return s.h.cfg.User
 }
 
 func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
-	burst := cfg.LimitBurst
-	if burst < 1 {
-		burst = 1 // config guarantees >= 1; a 0 burst would refuse every run
-	}
-	limit := rate.Inf
-	if cfg.LimitPeriod > 0 {
-		limit = rate.Every(cfg.LimitPeriod)
-	}
 	h := &handler{
 		x:      x,
 		cfg:    cfg,
@@ -181,19 +253,15 @@ func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
 		number: cfg.Number,
 		line:   cfg.Line,
 		base:   x.baseEnv(cfg),
-		limit:  limit,
-		burst:  burst,
 	}
-	if rel, ok := config.HomeRelative(cfg.Path); ok {
-		h.hookRel = rel
-	}
+	_, h.hook = config.HomeRelative(cfg.Path)
 	if cfg.Pattern {
 		h.users = make(map[string]*sched)
 		if cfg.Dynamic {
 			h.unmatched = logging.NewLimiter(unmatchedEvery, 1, x.clock)
 		}
 	} else {
-		h.one = &sched{h: h, user: cfg.User, lim: rate.NewLimiter(limit, burst)}
+		h.one = &sched{h: h, lim: rate.NewLimiter(h.limit(), h.burst())}
 	}
 	return h
 }
@@ -241,7 +309,7 @@ func (h *handler) relabel(index, number, line int) {
 	h.index, h.number, h.line = index, number, line
 	h.lg = nil
 	for _, s := range h.users {
-		s.lg = nil
+		s.u.lg = nil
 	}
 }
 
@@ -258,14 +326,14 @@ func (h *handler) userLog(user string) *slog.Logger {
 // handler's state (made once, when first needed). Must be called with
 // the handler's mu held.
 func (s *sched) log() *slog.Logger {
-	h := s.h
-	if h.one == s {
-		return h.logger()
+	u := s.u
+	if u == nil {
+		return s.h.logger()
 	}
-	if s.lg == nil {
-		s.lg = h.logger().With("user", s.user)
+	if u.lg == nil {
+		u.lg = s.h.logger().With("user", u.user)
 	}
-	return s.lg
+	return u.lg
 }
 
 // debugOn reports whether the handler logs at debug level.
@@ -326,8 +394,10 @@ func (h *handler) state(user string) *sched {
 	if s == nil {
 		// A copy: a user cut from a larger string must not keep it
 		// alive.
-		s = &sched{h: h, user: strings.Clone(user), lim: rate.NewLimiter(h.limit, h.burst)}
-		h.users[s.user] = s
+		u := &userSched{user: strings.Clone(user)}
+		u.sched = sched{h: h, lim: rate.NewLimiter(h.limit(), h.burst()), u: u}
+		s = &u.sched
+		h.users[u.user] = s
 		h.x.setBusy(&s.busy, true)
 		return s
 	}
@@ -343,6 +413,7 @@ func (h *handler) state(user string) *sched {
 // for the refill when it is not yet (a stopped handler's state is freed
 // at once).
 func (h *handler) settle(s *sched) {
+	s.trim()
 	if h.one == s {
 		h.x.setBusy(&s.busy, s.running || s.phase != noPending)
 		return
@@ -365,8 +436,8 @@ func (h *handler) settle(s *sched) {
 		}
 	}
 	s.stopWait()
-	if h.users[s.user] == s {
-		delete(h.users, s.user)
+	if h.users[s.u.user] == s {
+		delete(h.users, s.u.user)
 	}
 	h.x.setBusy(&s.busy, false)
 }
@@ -374,10 +445,10 @@ func (h *handler) settle(s *sched) {
 // refillIn is how long s's token bucket takes to be full again.
 func (s *sched) refillIn(now time.Time) time.Duration {
 	h := s.h
-	if h.limit == rate.Inf {
+	if h.limit() == rate.Inf {
 		return 0
 	}
-	missing := float64(h.burst) - s.lim.TokensAt(now)
+	missing := float64(h.burst()) - s.lim.TokensAt(now)
 	// A millionth of a token is rounding, not a token spent.
 	if missing <= 1e-6 {
 		return 0
@@ -392,7 +463,7 @@ func (s *sched) refilled() {}
 func (h *handler) start() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if s := h.one; s != nil && !h.stopped && !s.running && s.periodic == nil {
+	if s := h.one; s != nil && !h.stopped && !s.running && (s.more == nil || s.more.periodic == nil) {
 		s.armPeriodic()
 	}
 }
@@ -542,8 +613,8 @@ func (s *sched) request(trigger string) {
 		s.debug(trigger+" run merged into pending run", "pending", s.trigger, "count", s.count)
 		if s.phase == waitToken {
 			s.stopWait()
-			s.resv.CancelAt(s.h.x.clock.Now())
-			s.resv = nil
+			s.more.resv.CancelAt(s.h.x.clock.Now())
+			s.more.resv = nil
 			if s.running { // a periodic run started while waiting for the token
 				s.phase = waitRun
 				return
@@ -566,11 +637,11 @@ func (s *sched) request(trigger string) {
 // trigger) covers the retry, and counts as a first attempt. Must be
 // called with mu held in waitRetry.
 func (s *sched) dropRetry(by string) {
-	s.debug("pending retry dropped: a new run covers it", "by", by, "attempt", s.retry.Attempt)
+	s.debug("pending retry dropped: a new run covers it", "by", by, "attempt", s.more.retry.Attempt)
 	s.stopWait()
 	s.phase = noPending
 	s.trigger = ""
-	s.retry = nil
+	s.more.retry = nil
 }
 
 // acquire takes a token for the pending run and starts it, or arms
@@ -591,7 +662,8 @@ func (s *sched) acquire() {
 		return
 	}
 	d := r.DelayFrom(now)
-	s.resv, s.resvAt = r, now.Add(d)
+	m := s.extra()
+	m.resv, m.resvAt = r, now.Add(d)
 	if d <= 0 {
 		s.startPending()
 		return
@@ -618,8 +690,8 @@ func (s *sched) retryDue() {
 	if s.phase != waitRetry {
 		return
 	}
-	j := *s.retry
-	s.retry = nil
+	j := *s.more.retry
+	s.more.retry = nil
 	s.phase = noPending
 	s.trigger = ""
 	j.Index, j.Number = s.h.index, s.h.number
@@ -644,8 +716,8 @@ func (s *sched) periodicDue(gen uint64) {
 	if h.stopped || gen != s.periodicGen {
 		return
 	}
-	s.periodic = nil
-	s.periodicAt = time.Time{}
+	s.more.periodic = nil
+	s.more.periodicAt = time.Time{}
 	if s.running {
 		// Not stacked: the periodic clock restarts when the run ends.
 		return
@@ -659,7 +731,7 @@ func (s *sched) periodicDue(gen uint64) {
 		Number:  h.number,
 		Trigger: TriggerPeriodic,
 		Attempt: 1,
-		Env:     periodicEnv(h.base, s.user, h.cfg.Event),
+		Env:     periodicEnv(h.base, s.user(), h.cfg.Event),
 	})
 	h.settle(s)
 }
@@ -680,13 +752,17 @@ func (s *sched) startPending() {
 		j.Count = s.count
 		j.Env = eventEnv(h.base, &s.last, s.count, s.remote)
 	case TriggerManual, TriggerStart:
-		j.Env = requestEnv(h.base, s.user, h.cfg.Event, s.trigger)
+		j.Env = requestEnv(h.base, s.user(), h.cfg.Event, s.trigger)
 	default:
 		j.Trigger = TriggerRecovery
-		j.Env = recoveryEnv(h.base, s.user, h.cfg.Event)
+		j.Env = recoveryEnv(h.base, s.user(), h.cfg.Event)
 	}
-	if h.hookRel != "" && !s.free && s.resv != nil {
-		s.spent, s.spentAt = s.resv, s.resvAt
+	if m := s.more; m != nil {
+		if h.hook && !s.free && m.resv != nil {
+			m.spent, m.spentAt = m.resv, m.resvAt
+		}
+		m.resv = nil
+		m.resvAt = time.Time{}
 	}
 	s.phase = noPending
 	s.trigger = ""
@@ -694,8 +770,6 @@ func (s *sched) startPending() {
 	s.last = event.Event{}
 	s.remote = netip.AddrPort{}
 	s.free = false
-	s.resv = nil
-	s.resvAt = time.Time{}
 	s.launch(j)
 }
 
@@ -711,17 +785,17 @@ func (s *sched) launch(j Job) {
 		s.dropRetry(j.Trigger) // a periodic run covers the retry
 	}
 	s.running = true
-	hook := h.hookRel != ""
+	hook := h.hook
 	if !hook {
 		// A program in the home counts once it is found (found).
-		s.runs++
-		h.runs++
+		s.counted()
 	}
-	s.since = h.x.clock.Now()
-	s.pid = 0
+	m := s.extra()
+	m.since = h.x.clock.Now()
+	m.pid = 0
 	// The periodic clock counts from the end of the last run.
 	s.stopPeriodic()
-	j.User = s.user
+	j.User = s.user()
 	j.Started = s.started
 	h.x.wg.Add(1)
 	h.x.running.Add(1)
@@ -734,8 +808,10 @@ func (s *sched) run(j Job, hook bool) {
 	x := s.h.x
 	defer x.wg.Done()
 	if hook {
-		a := &s.h.cfg.Account
-		path, err := lookupHook(a.Home, a.UID, s.h.hookRel)
+		// cfg.Path is "~/rel" (handler.hook): rel is looked up.
+		cfg := s.h.cfg
+		rel, _ := config.HomeRelative(cfg.Path)
+		path, err := lookupHook(cfg.Account.Home, cfg.Account.UID, rel)
 		if err != nil {
 			x.running.Add(-1)
 			s.skipped(&j, err)
@@ -772,9 +848,17 @@ func (s *sched) found() {
 	h := s.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s.runs++
-	h.runs++
-	s.spent = nil
+	s.counted()
+	s.more.spent = nil
+}
+
+// counted counts a launched run, in the handler and, for a wildcard
+// handler's state, in the state. Must be called with mu held.
+func (s *sched) counted() {
+	s.h.runs++
+	if s.u != nil {
+		s.u.runs++
+	}
 }
 
 // skipped moves on after a run whose program in the home is missing or
@@ -789,22 +873,23 @@ func (s *sched) skipped(j *Job, err error) {
 	h := s.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	m := s.more // made by launch, kept while running
 	var refused *hookRefused
 	if errors.As(err, &refused) {
 		s.log().Warn("hook refused, nothing runs", "path", refused.Path, "reason", refused.Reason,
 			"program", h.cfg.Path, "trigger", j.Trigger)
 	} else {
 		s.debug("no hook, nothing runs", "program", h.cfg.Path, "err", err.Error(), "trigger", j.Trigger)
-		if s.spent != nil {
+		if m.spent != nil {
 			// At its own due time, when nothing else has reserved since:
 			// the bucket is as if the token had never been taken.
-			s.spent.CancelAt(s.spentAt)
+			m.spent.CancelAt(m.spentAt)
 		}
 	}
-	s.spent = nil
+	m.spent = nil
 	s.running = false
-	s.since = time.Time{}
-	s.pid = 0
+	m.since = time.Time{}
+	m.pid = 0
 	if !h.stopped {
 		s.armPeriodic()
 		switch s.phase {
@@ -824,7 +909,7 @@ func (s *sched) started(pid int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s.running {
-		s.pid = pid
+		s.more.pid = pid
 	}
 }
 
@@ -839,20 +924,25 @@ func (s *sched) runEnded(j *Job, res Result) {
 	defer h.settle(s)
 	end := h.x.clock.Now()
 	failed := res.Failed()
-	info := &RunInfo{Start: s.since, Duration: end.Sub(s.since), Signal: res.Signal, Trigger: j.Trigger}
+	m := s.more // made by launch, kept while running
+	info := &RunInfo{Start: m.since, Duration: end.Sub(m.since), Signal: res.Signal, Trigger: j.Trigger}
 	if res.Err == nil && res.Signal == "" {
 		st := res.ExitStatus
 		info.ExitStatus = &st
 	}
-	s.lastRun = info
 	h.lastRun = info
 	if failed {
-		s.failures++
 		h.failures++
 	}
+	if u := s.u; u != nil {
+		u.lastRun = info
+		if failed {
+			u.failures++
+		}
+	}
 	s.running = false
-	s.since = time.Time{}
-	s.pid = 0
+	m.since = time.Time{}
+	m.pid = 0
 	if h.stopped {
 		return
 	}
@@ -888,7 +978,7 @@ func (s *sched) retryFailed(j *Job) {
 	}
 	d := retryBackoff(cfg.RetryBackoff, attempt)
 	next := attempt + 1
-	s.retry = &Job{Handler: cfg, Trigger: TriggerRetry, Count: j.Count, Attempt: next, Env: retryEnv(j.Env, next)}
+	s.extra().retry = &Job{Handler: cfg, Trigger: TriggerRetry, Count: j.Count, Attempt: next, Env: retryEnv(j.Env, next)}
 	s.phase = waitRetry
 	s.trigger = TriggerRetry
 	s.armWait(d, (*sched).retryDue)
@@ -966,7 +1056,7 @@ func (s *sched) stop(why string, logIt bool) bool {
 	}
 	if logIt {
 		if s.phase == waitRetry {
-			s.log().Warn("pending run dropped at "+why, "trigger", s.trigger, "attempt", s.retry.Attempt)
+			s.log().Warn("pending run dropped at "+why, "trigger", s.trigger, "attempt", s.more.retry.Attempt)
 		} else {
 			s.log().Warn("pending run dropped at "+why, "trigger", s.trigger, "count", s.count, "remote", s.remote.String())
 		}
@@ -975,8 +1065,10 @@ func (s *sched) stop(why string, logIt bool) bool {
 	s.count = 0
 	s.trigger = ""
 	s.free = false
-	s.resv = nil
-	s.retry = nil
+	if m := s.more; m != nil {
+		m.resv = nil
+		m.retry = nil
+	}
 	s.last = event.Event{}
 	return true
 }
@@ -1021,15 +1113,20 @@ func (s *sched) armPeriodic() {
 		return // config refuses periodic on a wildcard handler
 	}
 	gen := s.periodicGen
-	s.periodicAt = s.h.x.clock.Now().Add(s.h.cfg.Periodic)
-	s.periodic = s.h.x.clock.AfterFunc(s.h.cfg.Periodic, func() { s.periodicDue(gen) })
+	m := s.extra()
+	m.periodicAt = s.h.x.clock.Now().Add(s.h.cfg.Periodic)
+	m.periodic = s.h.x.clock.AfterFunc(s.h.cfg.Periodic, func() { s.periodicDue(gen) })
 }
 
 func (s *sched) stopPeriodic() {
 	s.periodicGen++
-	s.periodicAt = time.Time{}
-	if s.periodic != nil {
-		s.periodic.Stop()
-		s.periodic = nil
+	m := s.more
+	if m == nil {
+		return
+	}
+	m.periodicAt = time.Time{}
+	if m.periodic != nil {
+		m.periodic.Stop()
+		m.periodic = nil
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -702,5 +703,61 @@ func TestIdleHandlerHasNoTimer(t *testing.T) {
 	h.finish(h.next())
 	if n := h.clock.Pending(); n != 0 {
 		t.Fatalf("%d timers armed after the handler went idle", n)
+	}
+}
+
+// TestExactIndex checks exactFor, the exact handlers of a user as
+// Deliver and Run find them: a user's handlers interleaved with others'
+// and with a wildcard handler come in list order, after New and after an
+// Update that reorders them, and an append to one user's must not reach
+// the next user's.
+func TestExactIndex(t *testing.T) {
+	list := func(users ...string) []config.Handler {
+		var hs []config.Handler
+		for i, u := range users {
+			hc := testHandler(u)
+			if u == "*" {
+				hc = patternHandler(u)
+			}
+			hc.Number = i + 1
+			hs = append(hs, hc)
+		}
+		return hs
+	}
+	numbers := func(x *Exec, user string) []int {
+		x.mu.RLock()
+		defer x.mu.RUnlock()
+		var out []int
+		for _, h := range x.exactFor(user) {
+			h.mu.Lock()
+			out = append(out, h.number) // cfg's is the first list's for a kept handler
+			h.mu.Unlock()
+		}
+		return out
+	}
+	h := newHarness(t, list("bob", "alice", "*", "carol", "alice", "bob", "alice")...)
+	want := map[string][]int{"alice": {2, 5, 7}, "bob": {1, 6}, "carol": {4}, "dave": nil, "*": nil}
+	for u, w := range want {
+		if got := numbers(h.x, u); !slices.Equal(got, w) {
+			t.Errorf("after New, %s: handlers %v, want %v", u, got, w)
+		}
+	}
+	h.x.mu.RLock()
+	alice := h.x.exactFor("alice")
+	_ = append(alice, nil)
+	h.x.mu.RUnlock()
+	if got := numbers(h.x, "bob"); !slices.Equal(got, want["bob"]) {
+		t.Errorf("after an append to alice's: bob's handlers %v", got)
+	}
+	if n := h.x.Deliver(newEvent("alice", "1"), peer); n != 4 {
+		t.Errorf("an event for alice matched %d handlers, want her 3 and the wildcard", n)
+	}
+
+	h.x.Update(list("alice", "carol", "bob", "alice", "erin"))
+	want = map[string][]int{"alice": {1, 4}, "bob": {3}, "carol": {2}, "erin": {5}, "dave": nil}
+	for u, w := range want {
+		if got := numbers(h.x, u); !slices.Equal(got, w) {
+			t.Errorf("after Update, %s: handlers %v, want %v", u, got, w)
+		}
 	}
 }

@@ -108,9 +108,7 @@ func (h *handler) status(out []HandlerStatus) []HandlerStatus {
 		base.RunAs = h.cfg.RunAs
 	}
 	if h.one != nil {
-		st := h.one.status(base)
-		st.Runs, st.Failures = h.runs, h.failures
-		return append(out, st)
+		return append(out, h.one.status(base))
 	}
 	base.Pattern = h.cfg.User
 	sum := base
@@ -130,16 +128,27 @@ func (h *handler) status(out []HandlerStatus) []HandlerStatus {
 	return out
 }
 
-// status fills in s, with the handler's fields set, from the state.
+// status fills in s, with the handler's fields set, from the state: its
+// counts and last run are a wildcard handler's state's own, an exact
+// handler's those of its handler.
 func (st *sched) status(s HandlerStatus) HandlerStatus {
-	s.NextPeriodic = st.periodicAt
-	s.Runs, s.Failures = st.runs, st.failures
+	m := st.more
+	if m != nil {
+		s.NextPeriodic = m.periodicAt
+	}
+	lastRun := st.h.lastRun
+	s.Runs, s.Failures = st.h.runs, st.h.failures
+	if u := st.u; u != nil {
+		lastRun = u.lastRun
+		s.Runs, s.Failures = u.runs, u.failures
+	}
 	if st.phase != noPending && st.phase != waitRetry {
 		s.Pending = st.count
 	}
 	switch {
 	case st.running:
-		s.State, s.PID, s.Since = StateRunning, st.pid, st.since
+		// more is made by launch and kept while running.
+		s.State, s.PID, s.Since = StateRunning, m.pid, m.since
 	case st.phase == waitDelay:
 		s.State, s.Due = StateDelayed, st.due
 	case st.phase == waitToken:
@@ -147,7 +156,7 @@ func (st *sched) status(s HandlerStatus) HandlerStatus {
 	case st.phase == waitRetry:
 		s.State, s.Due = StateRetrying, st.due
 	}
-	s.LastRun = copyRunInfo(st.lastRun)
+	s.LastRun = copyRunInfo(lastRun)
 	return s
 }
 
@@ -191,7 +200,7 @@ func (x *Exec) Run(user, ev string) int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	n := 0
-	for _, h := range x.byUser[user] {
+	for _, h := range x.exactFor(user) {
 		if name != "" && h.cfg.Event != name {
 			continue
 		}
