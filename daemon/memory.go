@@ -30,16 +30,16 @@ const bigConfig = 1000
 
 // Go lets the heap grow by GOGC percent of what is live (100 by default)
 // before it collects, and does not collect a heap below 4 MB (scaled by
-// GOGC too). What is live in a process
-// with a large configuration is mostly that configuration: it stays, and
-// what a request allocates is garbage at once. Doubling the heap for it
-// doubles the memory of an exec process with 10,000 handlers (12 MB live
-// idle, 17 MB with a run pending for each; 34 MB resident under load)
-// for no gain: the garbage of a request does not grow with the
-// configuration. So the growth allowed is about gcHeadroom, what Go
-// allows a small heap, whatever the configuration's size, and never less
-// than minGCPercent of the live heap, which bounds the cost of the
-// collections (each marks the whole live heap).
+// GOGC too). What is live in a process with a large configuration is
+// mostly that configuration: it stays, and what a request allocates is
+// garbage at once. Doubling the heap for it doubles the memory of an exec
+// process with 10,000 handlers (12 MB live idle, 17 MB with a run pending
+// for each; 34 MB resident under load) for no gain: the garbage of a
+// request does not grow with the configuration. So the growth allowed is
+// about gcHeadroom, what Go allows a small heap, whatever the
+// configuration's size, and never less than minGCPercent of the live
+// heap, which bounds the cost of the collections (each marks the whole
+// live heap).
 const (
 	gcHeadroom   = 4 << 20
 	minGCPercent = 25

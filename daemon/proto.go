@@ -578,7 +578,6 @@ func (c *netConfig) validate() error {
 	return nil
 }
 
-// listenerConfig is the policy the HTTP server serves.
 // dropRoutes lets go of the routes once the listener has its own index
 // of them (listener.New or Update: it keeps nothing of the Config), and
 // returns how many there were. With 10,000 handlers the copy kept here
@@ -589,6 +588,7 @@ func (c *netConfig) dropRoutes() int {
 	return n
 }
 
+// listenerConfig is the policy the HTTP server serves.
 func (c *netConfig) listenerConfig() listener.Config {
 	g := c.global
 	lc := listener.Config{Allow: c.allow, Endpoint: g.Endpoint, MaxConnections: g.MaxConnections,
