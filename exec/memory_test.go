@@ -111,6 +111,25 @@ func (c *heapClock) Pending() int {
 	return len(c.timers)
 }
 
+// heapInUse is the heap's live bytes, once a collection has freed the
+// garbage.
+func heapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// deliverEach delivers every event, each of which must match one handler.
+func deliverEach(t *testing.T, x *Exec, evs []event.Event) {
+	t.Helper()
+	for i := range evs {
+		if n := x.Deliver(evs[i], peer); n != 1 {
+			t.Fatalf("event %d matched %d", i, n)
+		}
+	}
+}
+
 // maxBytesPerUser is the budget of the issue: 10,000 users of one
 // wildcard handler with pending state cost under 5 KB each.
 const maxBytesPerUser = 5000
@@ -151,17 +170,9 @@ func patternMemory(t *testing.T, level slog.Level) {
 	}
 	hd := x.handlers[0]
 
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	for i := range evs {
-		if n := x.Deliver(evs[i], peer); n != 1 {
-			t.Fatalf("event %d matched %d", i, n)
-		}
-	}
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / users
+	before := heapInUse()
+	deliverEach(t, x, evs)
+	per := (heapInUse() - before) / users
 	t.Logf("%d users pending, log level %v: %d bytes per user", users, level, per)
 	if per >= maxBytesPerUser {
 		t.Errorf("%d bytes per user with pending state, want under %d", per, maxBytesPerUser)
@@ -245,25 +256,17 @@ func TestExactMemory(t *testing.T) {
 	}
 	log := logging.New(io.Discard, logging.Options{Level: slog.LevelInfo}, "exec[vmail]")
 
-	var before, made, pending runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	before := heapInUse()
 	x := New(Options{Handlers: hs, Log: log, Runner: quickRunner{}})
 	defer x.Shutdown(0)
-	runtime.GC()
-	runtime.ReadMemStats(&made)
-	for i := range evs {
-		if m := x.Deliver(evs[i], peer); m != 1 {
-			t.Fatalf("event %d matched %d", i, m)
-		}
-	}
-	runtime.GC()
-	runtime.ReadMemStats(&pending)
+	made := heapInUse()
+	deliverEach(t, x, evs)
+	pending := heapInUse()
 	// The configurations and events are the caller's, live throughout.
 	runtime.KeepAlive(hs)
 	runtime.KeepAlive(evs)
-	idle := (int64(made.HeapAlloc) - int64(before.HeapAlloc)) / n
-	more := (int64(pending.HeapAlloc) - int64(made.HeapAlloc)) / n
+	idle := (made - before) / n
+	more := (pending - made) / n
 	t.Logf("%d exact handlers: %d bytes per handler idle, %d more with an event pending (%d in all)", n, idle, more, idle+more)
 	if idle >= maxBytesPerExact {
 		t.Errorf("%d bytes per idle exact handler, want under %d", idle, maxBytesPerExact)
