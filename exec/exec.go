@@ -25,7 +25,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +34,7 @@ import (
 	"github.com/imserious/imserious/clock"
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/internal/byuser"
 	"github.com/imserious/imserious/privsep"
 )
 
@@ -159,13 +159,8 @@ type Exec struct {
 	// before any handler's own lock, never after.
 	mu       sync.RWMutex
 	handlers []*handler
-	// exact holds the exact handlers, each cfg.User's together and in
-	// list order, and byUser where each user's are (exactFor): one slice
-	// and one small map entry per user rather than a slice each (most
-	// users have one handler).
-	exact    []*handler
-	byUser   map[string]span
-	patterns []*handler // the wildcard handlers (cfg.Pattern), in list order
+	exact    byuser.Index[*handler] // the exact handlers, by cfg.User, in list order
+	patterns []*handler             // the wildcard handlers (cfg.Pattern), in list order
 	started  bool
 	stopped  bool
 
@@ -238,49 +233,27 @@ func New(o Options) *Exec {
 	return x
 }
 
-// span is where a user's handlers are in Exec.exact.
-type span struct{ start, n int32 }
-
-// index rebuilds exact, byUser and patterns from handlers, so that an
-// event costs the exact handlers of its user only, not a scan of all of
-// them (10,000 handlers made Deliver most of the exec process's time, and
-// the process fall behind), and the wildcard handlers, which only a glob
-// can match. x.mu must be held for writing, or x not yet shared.
+// index rebuilds exact and patterns from handlers, so that an event
+// costs the exact handlers of its user only, not a scan of all of them
+// (10,000 handlers made Deliver most of the exec process's time, and the
+// process fall behind), and the wildcard handlers, which only a glob can
+// match. x.mu must be held for writing, or x not yet shared.
 func (x *Exec) index() {
-	x.exact, x.patterns = make([]*handler, 0, len(x.handlers)), nil
+	exact := make([]*handler, 0, len(x.handlers))
+	x.patterns = nil
 	for _, h := range x.handlers {
 		if h.cfg.Pattern {
 			x.patterns = append(x.patterns, h)
 			continue
 		}
-		x.exact = append(x.exact, h)
+		exact = append(exact, h)
 	}
-	// Stable: a user's handlers keep their order in the list.
-	slices.SortStableFunc(x.exact, func(a, b *handler) int { return strings.Compare(a.cfg.User, b.cfg.User) })
-	users := 0 // the map's size
-	for i, h := range x.exact {
-		if i == 0 || h.cfg.User != x.exact[i-1].cfg.User {
-			users++
-		}
-	}
-	x.byUser = make(map[string]span, users)
-	for i := 0; i < len(x.exact); {
-		j := i + 1
-		for j < len(x.exact) && x.exact[j].cfg.User == x.exact[i].cfg.User {
-			j++
-		}
-		x.byUser[x.exact[i].cfg.User] = span{int32(i), int32(j - i)}
-		i = j
-	}
+	x.exact = byuser.New(exact, func(h *handler) string { return h.cfg.User })
 }
 
-// exactFor returns the exact handlers of user, in list order; none (the
-// zero span) when it has none. x.mu must be held.
-func (x *Exec) exactFor(user string) []*handler {
-	sp := x.byUser[user]
-	end := sp.start + sp.n
-	return x.exact[sp.start:end:end]
-}
+// exactFor returns the exact handlers of user, in list order; nil when
+// it has none. x.mu must be held.
+func (x *Exec) exactFor(user string) []*handler { return x.exact.Of(user) }
 
 // setBusy records whether an exact handler's state is busy (*b is its
 // last recorded value). Must be called with the handler's mu held.

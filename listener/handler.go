@@ -17,6 +17,7 @@ import (
 
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/internal/byuser"
 	"github.com/imserious/imserious/internal/prefix"
 	"github.com/imserious/imserious/logging"
 )
@@ -426,7 +427,7 @@ func (s *Server) unmatched(r *http.Request, p *policy, ev *event.Event, peer net
 	}
 	attrs := []slog.Attr{slog.String("user", ev.User), slog.String("event", ev.Event),
 		slog.String("peer", peer.String()), slog.Int("handlers", 0)}
-	if hint := userHint(p.byUser, ev.User); hint != "" {
+	if hint := userHint(p.exact, ev.User); hint != "" {
 		attrs = append(attrs, slog.String("hint", hint))
 	}
 	if suppressed > 0 {
@@ -446,10 +447,9 @@ func (p *policy) patternFor(user string) bool {
 }
 
 // userHint names the handler's user most likely meant for user, or "",
-// of the users routes has keys for. Of several candidates the first in
-// sort order is named, so the hint does not change from one line to the
-// next.
-func userHint[V any](routes map[string]V, user string) string {
+// of the users routes has. Of several candidates the first in sort order
+// is named, so the hint does not change from one line to the next.
+func userHint(routes byuser.Index[route], user string) string {
 	var best string
 	pick := func(u string) {
 		if best == "" || u < best {
@@ -458,12 +458,12 @@ func userHint[V any](routes map[string]V, user string) string {
 	}
 	local, _, hasAt := strings.Cut(user, "@")
 	if hasAt {
-		if _, ok := routes[local]; ok {
+		if routes.Has(local) {
 			pick(local)
 		}
 	}
 	if best == "" {
-		for u := range routes {
+		for u := range routes.Users() {
 			if !hasAt && strings.HasPrefix(u, user+"@") {
 				pick(u)
 			}
@@ -472,7 +472,7 @@ func userHint[V any](routes map[string]V, user string) string {
 	if best != "" {
 		return fmt.Sprintf("a handler is written for user %q, but Dovecot names this user %q: write user = %q", best, user, user)
 	}
-	for u := range routes {
+	for u := range routes.Users() {
 		if strings.EqualFold(u, user) {
 			pick(u)
 		}

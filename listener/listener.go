@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"github.com/imserious/imserious/clock"
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/internal/byuser"
 	"github.com/imserious/imserious/internal/prefix"
 	"github.com/imserious/imserious/logging"
 )
@@ -174,31 +174,16 @@ type Server struct {
 // needs no lock.
 type policy struct {
 	endpoint string
-	allow    []netip.Prefix // as prefix.Normalize returns them; empty: everyone
-	auth     *credentials   // nil: no authentication
-	// exact holds the routes of exact users, each user's together and in
-	// the order written, and byUser where they are: one slice and one
-	// small map entry per user rather than a slice each (most users have
-	// one handler; with 10,000 of them, a megabyte less).
-	exact    []route
-	byUser   map[string]span
-	patterns []route // routes whose user is a glob, in order
+	allow    []netip.Prefix      // as prefix.Normalize returns them; empty: everyone
+	auth     *credentials        // nil: no authentication
+	exact    byuser.Index[route] // routes of exact users, by user, in the order written
+	patterns []route             // routes whose user is a glob, in order
 	accounts Accounts
 }
 
-// span is where a user's routes are in policy.exact.
-type span struct{ start, n int32 }
-
 // routesFor returns the routes of an exact user, in the order written;
 // nil when there are none.
-func (p *policy) routesFor(user string) []route {
-	sp, ok := p.byUser[user]
-	if !ok {
-		return nil
-	}
-	end := sp.start + sp.n
-	return p.exact[sp.start:end:end]
-}
+func (p *policy) routesFor(user string) []route { return p.exact.Of(user) }
 
 type route struct {
 	user    string // the user, or for patterns the pattern
@@ -308,6 +293,7 @@ func newPolicy(cfg Config) *policy {
 			p.auth = &credentials{user: sha256.Sum256([]byte(a.User)), pass: sha256.Sum256([]byte(a.Pass))}
 		}
 	}
+	var exact []route
 	for _, r := range cfg.Routes {
 		// Decoded events carry the canonical name; a route spelled
 		// otherwise would silently never match.
@@ -320,20 +306,9 @@ func newPolicy(cfg Config) *policy {
 			p.patterns = append(p.patterns, rt)
 			continue
 		}
-		p.exact = append(p.exact, rt)
+		exact = append(exact, rt)
 	}
-	// Stable: a user's routes keep the order they were written in.
-	slices.SortStableFunc(p.exact, func(a, b route) int { return strings.Compare(a.user, b.user) })
-	p.byUser = make(map[string]span)
-	for i := 0; i < len(p.exact); {
-		j := i + 1
-		for j < len(p.exact) && p.exact[j].user == p.exact[i].user {
-			j++
-		}
-		p.byUser[p.exact[i].user] = span{int32(i), int32(j - i)}
-		i = j
-	}
-	p.exact = slices.Clip(p.exact)
+	p.exact = byuser.New(exact, func(r route) string { return r.user })
 	p.accounts = cfg.Accounts
 	return p
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/imserious/imserious/clock/clocktest"
+	"github.com/imserious/imserious/internal/byuser"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -659,7 +660,11 @@ func TestAcceptedLog(t *testing.T) {
 // TestUnmatchedUserHint: the line about a user without a handler names
 // the handler most likely meant, the classic virtual-user trap first.
 func TestUnmatchedUserHint(t *testing.T) {
-	routes := map[string][]route{"alice": nil, "bob@example.org": nil, "bob@example.net": nil, "Carol": nil, "dave@x": nil}
+	var rs []route
+	for _, u := range []string{"alice", "bob@example.org", "bob@example.net", "Carol", "dave@x"} {
+		rs = append(rs, route{user: u})
+	}
+	routes := byuser.New(rs, func(r route) string { return r.user })
 	for _, c := range []struct{ user, hint string }{
 		{"alice@example.org", `a handler is written for user "alice", but Dovecot names this user "alice@example.org": write user = "alice@example.org"`},
 		{"bob", `a handler is written for user "bob@example.net", but Dovecot names this user "bob": write user = "bob"`},
