@@ -34,7 +34,7 @@ type recordingRunner struct {
 
 func (r *recordingRunner) Run(_ context.Context, j exec.Job) exec.Result {
 	r.mu.Lock()
-	r.users = append(r.users, j.Handler.User)
+	r.users = append(r.users, j.User)
 	r.mu.Unlock()
 	return exec.Result{Start: time.Now()}
 }

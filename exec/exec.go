@@ -21,6 +21,7 @@ package exec
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -159,7 +160,7 @@ type Exec struct {
 	// before any handler's own lock, never after.
 	mu       sync.RWMutex
 	handlers []*handler
-	exact    byuser.Index[*handler] // the exact handlers, by cfg.User, in list order
+	exact    byuser.Index[*handler] // the exact handlers, by user, in list order
 	patterns []*handler             // the wildcard handlers (cfg.Pattern), in list order
 	started  bool
 	stopped  bool
@@ -182,6 +183,10 @@ type Exec struct {
 	slots chan struct{}
 	// envs are the base environments of the handlers, by content.
 	envs map[string][]string
+	// specs are the configurations the handlers share (share), by
+	// specHash.
+	specs     map[uint64][]*spec
+	specsSeed maphash.Seed
 	// ctx is passed to every run; cancelling it stops the commands still
 	// running when the shutdown grace period is over.
 	ctx    context.Context
@@ -207,7 +212,8 @@ type Exec struct {
 // New prepares the handlers; nothing is scheduled before Start, Deliver
 // or Recover.
 func New(o Options) *Exec {
-	x := &Exec{log: o.Log, clock: o.Clock, runner: o.Runner, slots: make(chan struct{}, max(MaxRunning, 1))}
+	x := &Exec{log: o.Log, clock: o.Clock, runner: o.Runner, slots: make(chan struct{}, max(MaxRunning, 1)),
+		specsSeed: maphash.MakeSeed()}
 	if x.log == nil {
 		x.log = slog.Default()
 	}
@@ -227,7 +233,7 @@ func New(o Options) *Exec {
 		go x.reportIdle(o.OnIdle)
 	}
 	for i := range o.Handlers {
-		x.handlers = append(x.handlers, newHandler(x, i, copyHandler(&o.Handlers[i])))
+		x.handlers = append(x.handlers, newHandler(x, i, &o.Handlers[i]))
 	}
 	x.index()
 	return x
@@ -248,7 +254,7 @@ func (x *Exec) index() {
 		}
 		exact = append(exact, h)
 	}
-	x.exact = byuser.New(exact, func(h *handler) string { return h.cfg.User })
+	x.exact = byuser.New(exact, func(h *handler) string { return h.user })
 }
 
 // exactFor returns the exact handlers of user, in list order; nil when
@@ -339,13 +345,6 @@ func (x *Exec) baseEnv(cfg *config.Handler) []string {
 	}
 	x.envs[key] = env
 	return env
-}
-
-// copyHandler copies a handler so that the pointer in jobs stays valid and
-// nobody else can change it under a running schedule.
-func copyHandler(h *config.Handler) *config.Handler {
-	c := *h
-	return &c
 }
 
 // becomeSubreaper makes the process a subreaper and starts reaping the
@@ -479,7 +478,7 @@ func (x *Exec) Update(handlers []config.Handler) (added, removed, kept int) {
 	next := make([]*handler, len(handlers))
 	for i := range handlers {
 		for j, h := range old {
-			if !paired[j] && h.cfg.Same(&handlers[i]) {
+			if !paired[j] && h.same(&handlers[i]) {
 				paired[j] = true
 				next[i] = h
 				h.relabel(i, handlers[i].Number, handlers[i].Line)
@@ -494,11 +493,19 @@ func (x *Exec) Update(handlers []config.Handler) (added, removed, kept int) {
 			removed++
 		}
 	}
+	// The shared configurations are those of the handlers kept, then of
+	// the new ones: none of a removed handler stays.
+	x.specs = nil
+	for _, h := range next {
+		if h != nil {
+			x.keepSpec(h.spec)
+		}
+	}
 	for i := range handlers {
 		if next[i] != nil {
 			continue
 		}
-		h := newHandler(x, i, copyHandler(&handlers[i]))
+		h := newHandler(x, i, &handlers[i])
 		next[i] = h
 		added++
 		switch {

@@ -70,21 +70,22 @@ func triggerRank(t string) int {
 //
 // With 10,000 exact handlers the handlers and their states are most of
 // the exec process's heap: what can be had from cfg (the token bucket's
-// rate and burst, the program's path below the home) is not kept again.
-// What Deliver reads of a handler comes first, up to stopped.
+// rate and burst) is not kept again, and cfg is shared by the handlers
+// that differ only in their user (see spec), so its User, Number and
+// Line are not this handler's: user, number and line are. What Deliver
+// reads of a handler comes first, up to stopped.
 type handler struct {
-	x    *Exec
-	cfg  *config.Handler
-	ip   []netip.Prefix // cfg.IP as prefix.Contains wants them
-	one  *sched         // an exact handler's state; nil for a wildcard handler
-	base []string       // BaseEnv(cfg), computed once
+	x *Exec
+	// spec is the configuration and what is made of it, shared (see
+	// Exec.share): never written.
+	*spec
+	// user is the handler's config.Handler.User: the user of an exact
+	// handler, the glob of a wildcard one.
+	user string
+	one  *sched // an exact handler's state; nil for a wildcard handler
 	// unmatched limits the warn line for events a Dynamic handler's
 	// run_as gives to another account (nil for other handlers).
 	unmatched *logging.Limiter
-	// hook is set for a program in the account's home ("~/rel",
-	// config.HomeRelative), looked up at each launch (lookupHook); unset
-	// for a program resolved by config.
-	hook bool
 
 	mu      sync.Mutex
 	stopped bool
@@ -241,20 +242,20 @@ func (s *sched) user() string {
 	if s.u != nil {
 		return s.u.user
 	}
-	return s.h.cfg.User
+	return s.h.user
 }
 
+// newHandler makes the handler of cfg, at index i of the list; it keeps
+// no pointer to cfg.
 func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
 	h := &handler{
 		x:      x,
-		cfg:    cfg,
-		ip:     prefix.Normalize(cfg.IP),
+		spec:   x.share(cfg),
+		user:   cfg.User,
 		index:  i,
 		number: cfg.Number,
 		line:   cfg.Line,
-		base:   x.baseEnv(cfg),
 	}
-	_, h.hook = config.HomeRelative(cfg.Path)
 	if cfg.Pattern {
 		h.users = make(map[string]*sched)
 		if cfg.Dynamic {
@@ -270,15 +271,15 @@ func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
 // in the current list when it has none), the line of its [[handler]]
 // header when known, its user (for a wildcard handler, its pattern: the
 // user of each line is the event's) and event.
-func handlerLog(log *slog.Logger, index, number, line int, cfg *config.Handler) *slog.Logger {
-	user := "user"
+func handlerLog(log *slog.Logger, index, number, line int, user string, cfg *config.Handler) *slog.Logger {
+	key := "user"
 	if cfg.Pattern {
-		user = "pattern"
+		key = "pattern"
 	}
 	if line > 0 {
-		return log.With("handler", label(index, number), "line", line, user, cfg.User, "event", cfg.Event)
+		return log.With("handler", label(index, number), "line", line, key, user, "event", cfg.Event)
 	}
-	return log.With("handler", label(index, number), user, cfg.User, "event", cfg.Event)
+	return log.With("handler", label(index, number), key, user, "event", cfg.Event)
 }
 
 // logger is h's logger, made on first use: with 10,000 handlers their
@@ -286,7 +287,7 @@ func handlerLog(log *slog.Logger, index, number, line int, cfg *config.Handler) 
 // write. Must be called with mu held.
 func (h *handler) logger() *slog.Logger {
 	if h.lg == nil {
-		h.lg = handlerLog(h.x.log, h.index, h.number, h.line, h.cfg)
+		h.lg = handlerLog(h.x.log, h.index, h.number, h.line, h.user, &h.cfg)
 	}
 	return h.lg
 }
@@ -359,10 +360,10 @@ func (h *handler) matches(ev *event.Event, remote netip.AddrPort) bool {
 		return false
 	}
 	if h.cfg.Pattern {
-		if !config.MatchUser(h.cfg.User, ev.User) {
+		if !config.MatchUser(h.user, ev.User) {
 			return false
 		}
-	} else if ev.User != h.cfg.User {
+	} else if ev.User != h.user {
 		return false
 	}
 	if len(h.ip) == 0 {
@@ -552,7 +553,7 @@ func (h *handler) recover(users []string) {
 		h.settle(s)
 	}
 	for _, u := range users {
-		if !config.MatchUser(h.cfg.User, u) {
+		if !config.MatchUser(h.user, u) {
 			continue
 		}
 		if _, ok := h.forAccount(u); !ok {
@@ -726,7 +727,7 @@ func (s *sched) periodicDue(gen uint64) {
 	// pending event run where it is; a retry waiting for its back-off
 	// is covered by them (launch drops it).
 	s.launch(Job{
-		Handler: h.cfg,
+		Handler: &h.cfg,
 		Index:   h.index,
 		Number:  h.number,
 		Trigger: TriggerPeriodic,
@@ -741,7 +742,7 @@ func (s *sched) periodicDue(gen uint64) {
 func (s *sched) startPending() {
 	h := s.h
 	j := Job{
-		Handler: h.cfg,
+		Handler: &h.cfg,
 		Index:   h.index,
 		Number:  h.number,
 		Trigger: s.trigger,
@@ -809,7 +810,7 @@ func (s *sched) run(j Job, hook bool) {
 	defer x.wg.Done()
 	if hook {
 		// cfg.Path is "~/rel" (handler.hook): rel is looked up.
-		cfg := s.h.cfg
+		cfg := &s.h.cfg
 		rel, _ := config.HomeRelative(cfg.Path)
 		path, err := lookupHook(cfg.Account.Home, cfg.Account.UID, rel)
 		if err != nil {
@@ -967,7 +968,7 @@ func (s *sched) runEnded(j *Job, res Result) {
 // there is none left. Must be called with mu held and nothing pending or
 // running.
 func (s *sched) retryFailed(j *Job) {
-	cfg := s.h.cfg
+	cfg := &s.h.cfg
 	if cfg.Retries <= 0 {
 		return
 	}

@@ -20,7 +20,7 @@ import (
 // may run it is the parent's to say (config.Handler.Dynamic), not
 // checked here.
 func Matches(h *config.Handler, ev *event.Event, remote netip.AddrPort) bool {
-	return (&handler{cfg: h, ip: prefix.Normalize(h.IP)}).matches(ev, remote)
+	return (&handler{spec: &spec{cfg: *h, ip: prefix.Normalize(h.IP)}, user: h.User}).matches(ev, remote)
 }
 
 // EventEnv returns the environment of the run of h that ev starts when it

@@ -99,7 +99,7 @@ func (h *handler) status(out []HandlerStatus) []HandlerStatus {
 	base := HandlerStatus{
 		Number: h.number,
 		Line:   h.line,
-		User:   h.cfg.User,
+		User:   h.user,
 		Event:  h.cfg.Event,
 		RunAs:  h.cfg.Account.Name,
 		State:  StateIdle,
@@ -110,7 +110,7 @@ func (h *handler) status(out []HandlerStatus) []HandlerStatus {
 	if h.one != nil {
 		return append(out, h.one.status(base))
 	}
-	base.Pattern = h.cfg.User
+	base.Pattern = h.user
 	sum := base
 	sum.Runs, sum.Failures, sum.LastRun = h.runs, h.failures, copyRunInfo(h.lastRun)
 	out = append(out, sum)
@@ -209,7 +209,7 @@ func (x *Exec) Run(user, ev string) int {
 	}
 	concrete := !config.IsUserPattern(user)
 	for _, h := range x.patterns {
-		if !concrete || (name != "" && h.cfg.Event != name) || !config.MatchUser(h.cfg.User, user) {
+		if !concrete || (name != "" && h.cfg.Event != name) || !config.MatchUser(h.user, user) {
 			continue
 		}
 		if _, ok := h.forAccount(user); !ok {
@@ -237,7 +237,7 @@ func (x *Exec) RunAtStart() int {
 	for _, h := range x.handlers {
 		if h.cfg.RunAtStart && !h.cfg.Pattern {
 			n++
-			h.request(h.cfg.User, TriggerStart)
+			h.request(h.user, TriggerStart)
 		}
 	}
 	return n
