@@ -160,6 +160,10 @@ type sched struct {
 	last    event.Event
 	remote  netip.AddrPort
 
+	// lim is the token bucket, made full when the first run needs a
+	// token: a state whose runs never came due (a delay not over, or
+	// only free runs) has none, as 10,000 handlers waiting for their
+	// delay do.
 	lim *rate.Limiter
 	// u is the rest of a wildcard handler's state, which holds this one;
 	// nil for an exact handler's.
@@ -262,7 +266,7 @@ func newHandler(x *Exec, i int, cfg *config.Handler) *handler {
 			h.unmatched = logging.NewLimiter(unmatchedEvery, 1, x.clock)
 		}
 	} else {
-		h.one = &sched{h: h, lim: rate.NewLimiter(h.limit(), h.burst())}
+		h.one = &sched{h: h}
 	}
 	return h
 }
@@ -396,7 +400,7 @@ func (h *handler) state(user string) *sched {
 		// A copy: a user cut from a larger string must not keep it
 		// alive.
 		u := &userSched{user: strings.Clone(user)}
-		u.sched = sched{h: h, lim: rate.NewLimiter(h.limit(), h.burst()), u: u}
+		u.sched = sched{h: h, u: u}
 		s = &u.sched
 		h.users[u.user] = s
 		h.x.setBusy(&s.busy, true)
@@ -448,6 +452,9 @@ func (s *sched) refillIn(now time.Time) time.Duration {
 	h := s.h
 	if h.limit() == rate.Inf {
 		return 0
+	}
+	if s.lim == nil {
+		return 0 // full: no token taken yet
 	}
 	missing := float64(h.burst()) - s.lim.TokensAt(now)
 	// A millionth of a token is rounding, not a token spent.
@@ -654,6 +661,9 @@ func (s *sched) acquire() {
 		return
 	}
 	now := s.h.x.clock.Now()
+	if s.lim == nil {
+		s.lim = rate.NewLimiter(s.h.limit(), s.h.burst())
+	}
 	r := s.lim.ReserveN(now, 1)
 	if !r.OK() {
 		// Cannot happen with burst >= 1; running is better than losing
