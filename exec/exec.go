@@ -179,6 +179,9 @@ type Exec struct {
 	idleClosed bool
 	idleDone   chan struct{}
 
+	// waits holds the states' wait timers.
+	waits waits
+
 	// slots holds one token per command running (MaxRunning).
 	slots chan struct{}
 	// envs are the base environments of the handlers, by content.
@@ -220,6 +223,7 @@ func New(o Options) *Exec {
 	if x.clock == nil {
 		x.clock = clock.System
 	}
+	x.waits.clock = x.clock
 	if o.Subreaper {
 		x.becomeSubreaper()
 	}

@@ -175,10 +175,11 @@ type sched struct {
 	// Timers carry a generation: Stop cannot recall a callback already on
 	// its way, so a callback whose generation is stale does nothing. Both
 	// generations stay here, never dropped with more, so that they only
-	// grow.
-	wait        clock.Timer
+	// grow. The wait timer is an entry of the Exec's waits, at waitIdx-1
+	// there (0: none), which waits.mu guards.
 	waitGen     uint64
 	periodicGen uint64
+	waitIdx     int32
 }
 
 // schedMore is what a state needs in some phases only (sched.more).
@@ -1089,9 +1090,8 @@ func (s *sched) stop(why string, logIt bool) bool {
 // follows it.
 func (s *sched) armWait(d time.Duration, f func(*sched)) {
 	s.stopWait()
-	gen := s.waitGen
 	s.due = s.h.x.clock.Now().Add(d)
-	s.wait = s.h.x.clock.AfterFunc(d, func() { s.waitDue(gen, f) })
+	s.h.x.waits.add(s, s.waitGen, s.due, f)
 }
 
 func (s *sched) waitDue(gen uint64, f func(*sched)) {
@@ -1101,7 +1101,6 @@ func (s *sched) waitDue(gen uint64, f func(*sched)) {
 	if h.stopped || gen != s.waitGen {
 		return
 	}
-	s.wait = nil
 	s.due = time.Time{}
 	s.refill = false
 	f(s)
@@ -1112,10 +1111,7 @@ func (s *sched) stopWait() {
 	s.waitGen++
 	s.due = time.Time{}
 	s.refill = false
-	if s.wait != nil {
-		s.wait.Stop()
-		s.wait = nil
-	}
+	s.h.x.waits.remove(s)
 }
 
 func (s *sched) armPeriodic() {
