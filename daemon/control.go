@@ -26,6 +26,7 @@ import (
 	"github.com/imserious/imserious/config"
 	"github.com/imserious/imserious/control"
 	"github.com/imserious/imserious/event"
+	"github.com/imserious/imserious/internal/byuser"
 	"github.com/imserious/imserious/internal/peercred"
 	"github.com/imserious/imserious/logging"
 )
@@ -586,13 +587,21 @@ func (s *supervisor) logStatus(st *control.Status) {
 
 // diffHandlers counts what a reload changed, in handlers: unchanged are
 // those the new file has the Same of; of the others, one for the same
-// user and event is changed; the rest are added or removed.
+// user and event is changed; the rest are added or removed. Both are of
+// one user, so each new handler is compared with the old ones of its
+// user only: with every old one, 10,000 changed handlers took the
+// parent 0.8 s (BenchmarkDiffHandlers).
 func diffHandlers(old, nu []config.Handler) control.ReloadResult {
 	var r control.ReloadResult
 	usedOld := make([]bool, len(old))
 	usedNew := make([]bool, len(nu))
+	idx := make([]int, len(old))
+	for j := range idx {
+		idx[j] = j
+	}
+	oldOf := byuser.New(idx, func(j int) string { return old[j].User })
 	for i := range nu {
-		for j := range old {
+		for _, j := range oldOf.Of(nu[i].User) {
 			if !usedOld[j] && old[j].Same(&nu[i]) {
 				usedOld[j], usedNew[i] = true, true
 				r.Unchanged++
@@ -604,8 +613,8 @@ func diffHandlers(old, nu []config.Handler) control.ReloadResult {
 		if usedNew[i] {
 			continue
 		}
-		for j := range old {
-			if !usedOld[j] && old[j].User == nu[i].User && old[j].Event == nu[i].Event {
+		for _, j := range oldOf.Of(nu[i].User) {
+			if !usedOld[j] && old[j].Event == nu[i].Event {
 				usedOld[j], usedNew[i] = true, true
 				r.Changed++
 				break
