@@ -595,11 +595,7 @@ func diffHandlers(old, nu []config.Handler) control.ReloadResult {
 	var r control.ReloadResult
 	usedOld := make([]bool, len(old))
 	usedNew := make([]bool, len(nu))
-	idx := make([]int, len(old))
-	for j := range idx {
-		idx[j] = j
-	}
-	oldOf := byuser.New(idx, func(j int) string { return old[j].User })
+	oldOf := byuser.Positions(len(old), func(j int) string { return old[j].User })
 	for i := range nu {
 		for _, j := range oldOf.Of(nu[i].User) {
 			if !usedOld[j] && old[j].Same(&nu[i]) {

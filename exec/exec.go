@@ -483,11 +483,7 @@ func (x *Exec) Update(handlers []config.Handler) (added, removed, kept int) {
 	// Only a handler of the same user can be the same: comparing each new
 	// handler with every old one took half a second with 10,000 changed
 	// handlers, Deliver waiting on x.mu all along.
-	idx := make([]int, len(old))
-	for j := range idx {
-		idx[j] = j
-	}
-	oldOf := byuser.New(idx, func(j int) string { return old[j].user })
+	oldOf := byuser.Positions(len(old), func(j int) string { return old[j].user })
 	for i := range handlers {
 		for _, j := range oldOf.Of(handlers[i].User) {
 			if h := old[j]; !paired[j] && h.same(&handlers[i]) {

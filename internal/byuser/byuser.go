@@ -47,6 +47,17 @@ func New[T any](items []T, key func(T) string) Index[T] {
 	return x
 }
 
+// Positions indexes the positions 0 to n-1 of a list by the user key
+// gives each: which items of a list (the old handlers of a reload) are
+// one user's, in list order.
+func Positions(n int, key func(int) string) Index[int] {
+	pos := make([]int, n)
+	for i := range pos {
+		pos[i] = i
+	}
+	return New(pos, key)
+}
+
 // Of returns user's items, in the order they came in; nil when it has
 // none. The slice has no room beyond them: an append copies, and never
 // reaches another user's items.

@@ -47,3 +47,18 @@ func TestIndex(t *testing.T) {
 		t.Error("an empty Index has items")
 	}
 }
+
+// TestPositions: the positions of a list by user, each user's in list
+// order.
+func TestPositions(t *testing.T) {
+	users := []string{"bob", "alice", "bob", "carol", "bob"}
+	x := Positions(len(users), func(i int) string { return users[i] })
+	for user, want := range map[string][]int{"alice": {1}, "bob": {0, 2, 4}, "carol": {3}, "dave": nil} {
+		if got := x.Of(user); !slices.Equal(got, want) {
+			t.Errorf("Of(%q) = %v, want %v", user, got, want)
+		}
+	}
+	if x := Positions(0, nil); x.Of("") != nil {
+		t.Error("no positions, yet items")
+	}
+}
