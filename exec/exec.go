@@ -103,6 +103,9 @@ var MaxRunning = 256
 
 // Job is one run of a handler's command.
 type Job struct {
+	// Handler is the handler's configuration, shared by the handlers that
+	// differ only in their user (see spec): its User, Number and Line are
+	// empty; User, Index and Number below are the run's.
 	Handler *config.Handler
 	Index   int    // the handler's index in the handler list when the run started
 	Number  int    // its number in the file (config.Handler.Number), for logs; 0: none
@@ -112,7 +115,7 @@ type Job struct {
 	// run, 3 for the next...
 	Attempt int
 	// User is whose run it is: the event user of a wildcard handler's
-	// state (the IMSE_USER of its runs), Handler.User for an exact
+	// state (the IMSE_USER of its runs), the handler's user for an exact
 	// handler. Logs name it.
 	User string
 	// Path, when set, is the program to execute instead of Handler.Path:
