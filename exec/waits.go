@@ -68,13 +68,6 @@ func (w *waits) remove(s *sched) {
 	}
 }
 
-// len is how many wait timers are armed.
-func (w *waits) len() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.q)
-}
-
 // arm makes the clock's timer fire no later than the earliest entry, and
 // stops it when there is none. w.mu must be held.
 func (w *waits) arm() {

@@ -117,3 +117,10 @@ func specHandlers(specs []*handlerSpec) []config.Handler {
 	}
 	return out
 }
+
+// len is how many wait timers are armed.
+func (w *waits) len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.q)
+}
