@@ -59,6 +59,27 @@ func NewFrame(typ uint32, n int) ([]byte, error) {
 	return b, nil
 }
 
+// StartFrame empties buf and reserves a frame header in it, for a
+// payload appended piece by piece whose length is not known in advance;
+// SealFrame writes the header once it is complete.
+func StartFrame(buf []byte) []byte {
+	return append(buf[:0], make([]byte, HeaderLen)...)
+}
+
+// SealFrame writes the header of f, which StartFrame began: its type,
+// and the length of what follows the header, at most MaxPayload.
+func SealFrame(f []byte, typ uint32) error {
+	if len(f) < HeaderLen {
+		return fmt.Errorf("privsep: seal type %d: %d bytes, no header: %w", typ, len(f), ErrTruncated)
+	}
+	if len(f)-HeaderLen > MaxPayload {
+		return fmt.Errorf("privsep: seal type %d: payload of %d bytes: %w", typ, len(f)-HeaderLen, ErrOversize)
+	}
+	binary.BigEndian.PutUint32(f[0:4], typ)
+	binary.BigEndian.PutUint32(f[4:8], uint32(len(f)-HeaderLen))
+	return nil
+}
+
 // DecodeFrame parses exactly one frame: b must be the header and exactly
 // the payload it announces. The payload aliases b.
 func DecodeFrame(b []byte) (typ uint32, payload []byte, err error) {

@@ -54,6 +54,29 @@ func TestEncodeFrameOversize(t *testing.T) {
 	}
 }
 
+// A frame begun with StartFrame and sealed is what EncodeFrame makes of
+// the same payload, whatever buf held; a payload over MaxPayload is not
+// sealed.
+func TestStartSealFrame(t *testing.T) {
+	for _, n := range []int{0, 1, MaxPayload} {
+		payload := bytes.Repeat([]byte{0x5a}, n)
+		f := append(StartFrame([]byte("left over from the last frame")), payload...)
+		if err := SealFrame(f, 9); err != nil {
+			t.Fatalf("SealFrame of %d bytes: %v", n, err)
+		}
+		want, _ := EncodeFrame(9, payload)
+		if !bytes.Equal(f, want) {
+			t.Fatalf("%d bytes: sealed % x..., want % x...", n, f[:HeaderLen], want[:HeaderLen])
+		}
+	}
+	if err := SealFrame(append(StartFrame(nil), make([]byte, MaxPayload+1)...), 9); !errors.Is(err, ErrOversize) {
+		t.Errorf("SealFrame over MaxPayload = %v, want ErrOversize", err)
+	}
+	if err := SealFrame(make([]byte, HeaderLen-1), 9); !errors.Is(err, ErrTruncated) {
+		t.Errorf("SealFrame without a header = %v, want ErrTruncated", err)
+	}
+}
+
 func TestDecodeFrameErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name string
