@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -393,14 +394,22 @@ func (e *execProc) netMsg(m privsep.Msg) error {
 		if err != nil {
 			return err
 		}
-		ev, err := event.Decode(body)
-		if err != nil {
-			return fmt.Errorf("invalid event: %w: %w", errProtocol, err)
-		}
-		if n := e.x.Deliver(ev, remote); n == 0 {
-			e.unmatched.Log(context.Background(), e.log, slog.LevelWarn, ev.User+"\x00"+ev.Event,
-				"event from the network process matches no handler", "user", ev.User, "event", ev.Event, "peer", remote.String())
-		}
+		return e.event(remote, body)
+	case msgEvents:
+		return decodeEvents(m.Payload, e.event)
+	}
+	return nil
+}
+
+// event validates and delivers one event from the network process.
+func (e *execProc) event(remote netip.AddrPort, body []byte) error {
+	ev, err := event.Decode(body)
+	if err != nil {
+		return fmt.Errorf("invalid event: %w: %w", errProtocol, err)
+	}
+	if n := e.x.Deliver(ev, remote); n == 0 {
+		e.unmatched.Log(context.Background(), e.log, slog.LevelWarn, ev.User+"\x00"+ev.Event,
+			"event from the network process matches no handler", "user", ev.User, "event", ev.Event, "peer", remote.String())
 	}
 	return nil
 }

@@ -97,6 +97,18 @@ func TestExecRunsValidEvent(t *testing.T) {
 	x.shutdown(t)
 }
 
+// The events of a batch, as the network process sends them under load,
+// are delivered: the handler runs.
+func TestExecRunsBatch(t *testing.T) {
+	x := startExec(t, oneHandler)
+	remote := netip.MustParseAddrPort("127.0.0.1:4000")
+	if err := x.net.Send(msgEvents, batchOf(t, remote, []byte(goodBody), []byte(`{"user":"alice","event":"MessageNew","imap-uid":4}`))); err != nil {
+		t.Fatal(err)
+	}
+	x.lines.wait(t, `"command exited"`)
+	x.shutdown(t)
+}
+
 // The exec process validates what the less privileged network process
 // sends, and on anything it would not have sent ends the channel and
 // tells the parent, which replaces the network process.
@@ -115,6 +127,11 @@ func TestExecEndsNetChannelOnBadMessage(t *testing.T) {
 		{"invalid event", msgEvent, encodeEvent(remote, []byte(`{"user":"alice","event":"Nope"}`)), false},
 		{"body over 64 KiB", msgEvent, encodeEvent(remote, []byte(body("alice", `,"snippet":"`+strings.Repeat("x", 70<<10)+`"`))), false},
 		{"descriptor attached", msgEvent, encodeEvent(remote, []byte(goodBody)), true},
+		{"empty batch", msgEvents, nil, false},
+		{"batch entry past its end", msgEvents, batchOf(t, remote, []byte(goodBody))[1:], false},
+		{"batch with an invalid event", msgEvents, batchOf(t, remote, []byte(`{"user":"alice","event":"Nope"}`)), false},
+		{"batch with trailing bytes", msgEvents, append(batchOf(t, remote, []byte(goodBody)), 0), false},
+		{"batch, descriptor attached", msgEvents, batchOf(t, remote, []byte(goodBody)), true},
 		{"malformed recovery", msgRecover, []byte("x"), false},
 		{"recovery without its users", msgRecover, nil, false},
 		{"recovery with a bad user", msgRecover, []byte(`{"users":["a\u001b[2Jb"]}`), false},

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,6 +109,44 @@ func recvType(t testing.TB, c *privsep.Conn, typ uint32) privsep.Msg {
 		t.Fatalf("got %s (%q), want %s", msgName(m.Type), m.Payload, msgName(typ))
 	}
 	return m
+}
+
+// eventBodies returns the bodies of the events of a msgEvent or msgEvents
+// message, in order; another message fails the test.
+func eventBodies(t testing.TB, m privsep.Msg) [][]byte {
+	t.Helper()
+	var out [][]byte
+	var err error
+	switch m.Type {
+	case msgEvent:
+		var b []byte
+		_, b, err = decodeEvent(m.Payload)
+		out = append(out, b)
+	case msgEvents:
+		err = decodeEvents(m.Payload, func(_ netip.AddrPort, b []byte) error {
+			out = append(out, b)
+			return nil
+		})
+	default:
+		t.Fatalf("got %s (%q), want events", msgName(m.Type), m.Payload)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", msgName(m.Type), err)
+	}
+	return out
+}
+
+// recvEvents receives one message of events on c and returns their
+// bodies.
+func recvEvents(t testing.TB, c *privsep.Conn) [][]byte {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	defer c.SetDeadline(time.Time{})
+	m, err := c.Recv()
+	if err != nil {
+		t.Fatalf("waiting for events: %v", err)
+	}
+	return eventBodies(t, m)
 }
 
 // expectEOF waits for c's peer to close.

@@ -69,6 +69,8 @@ func FuzzExecIntake(f *testing.F) {
 		f.Add(uint8(msgEvent), encodeEvent(netip.MustParseAddrPort("[::ffff:10.1.2.3]:1"), []byte(s)))
 	}
 	f.Add(uint8(msgEvent), []byte("10.0.0.1:1\n"))
+	f.Add(uint8(msgEvents), batchOf(f, peer, []byte(`{"user":"alice","event":"MessageNew"}`), []byte(`{"user":"bob","event":"MessageNew"}`)))
+	f.Add(uint8(msgEvents), batchOf(f, peer, []byte(`{"user":"alice","event":"MessageNew"}`), []byte(`{}`)))
 	f.Add(uint8(msgRecover), []byte(nil))
 	f.Add(uint8(msgRecover), []byte("x"))
 	f.Add(uint8(msgRecover), []byte(`{"users":["alice","carol@example.org"]}`))
@@ -104,6 +106,30 @@ func FuzzExecIntake(f *testing.F) {
 			for _, u := range runner.users {
 				if u != ev.User {
 					t.Fatalf("an event for %q ran the handler of %q", ev.User, u)
+				}
+			}
+		case msgEvents:
+			// Every event of the batch decodes and re-encodes to it, and
+			// runs only the handlers of its own user.
+			users := map[string]bool{}
+			again := privsep.StartFrame(nil)
+			if err := decodeEvents(payload, func(remote netip.AddrPort, body []byte) error {
+				ev, err := event.Decode(body)
+				if err != nil {
+					t.Fatalf("accepted a batch with a body event.Decode refuses: %v", err)
+				}
+				users[ev.User] = true
+				again = appendBatchEvent(again, remote.AppendTo(nil), body)
+				return nil
+			}); err != nil {
+				t.Fatalf("accepted a batch decodeEvents refuses: %v", err)
+			}
+			if !bytes.Equal(again[privsep.HeaderLen:], payload) {
+				t.Fatalf("accepted %q, which is not what appendBatchEvent makes", payload)
+			}
+			for _, u := range runner.users {
+				if !users[u] {
+					t.Fatalf("a batch for %v ran the handler of %q", users, u)
 				}
 			}
 		case msgRecover:

@@ -36,13 +36,21 @@ func newLogger(w io.Writer, o logOptions, proc string) *slog.Logger {
 
 // execChan is the network process's side of one exec process.
 //
-// Isolation between accounts: an event is handed over with a send that
+// An event is queued on the channel and answered; the channel's flusher
+// sends what gathered in one msgEvents message, so that under load the
+// exec process wakes once for many events and no request waits for a
+// send. The queue holds at most maxBatches messages.
+//
+// Isolation between accounts: events are handed over with a send that
 // never waits (privsep.Conn.TrySend), so a stopped, slow or dead exec
 // process delays nobody, not even its own account's requests. An event
-// that cannot be handed over is still accepted: the channel then owes the
+// that cannot be handed over (its queue full, its channel down, or the
+// send of its batch refused) is still accepted: the channel then owes the
 // exec process a msgRecover, which makes it run each of its handlers once,
-// and the parent is told before the 200 goes out, so that a network
-// process that dies owing one is replaced by one that sends it.
+// and tells the parent, so that a network process that dies owing one is
+// replaced by one that sends it. A network process that dies with events
+// queued is covered the same way: the parent then owes every exec process
+// a recovery (supervisor.exited).
 type execChan struct {
 	target int
 	owner  *netProc
@@ -56,6 +64,16 @@ type execChan struct {
 	poll time.Duration // the recoverer's current wait for a full channel
 	gone bool          // the target was removed: the recoverer ends
 	kick chan struct{} // wakes the recoverer
+	// queue are the msgEvents frames not yet sent, oldest first, the
+	// last one filling; flush wakes the flusher once it is not empty,
+	// flushing is set while the flusher sends what it took of it, and
+	// idle is signalled when that ends. spare is a sent frame's buffer,
+	// for the next.
+	queue    [][]byte
+	spare    []byte
+	flush    chan struct{}
+	flushing bool
+	idle     sync.Cond
 	// owedUsers are the users of the events that could not be handed
 	// over while a recovery is owed (at most maxOwedUsers), and sending
 	// what the recovery being sent has left to say: a recovery of
@@ -242,22 +260,22 @@ func (n *netProc) deliver(target int, remote netip.AddrPort, body []byte) error 
 	if ch == nil {
 		return fmt.Errorf("no exec process for target %d", target)
 	}
-	frame, err := eventFrame(remote, body)
-	if err != nil {
-		return err
+	var buf [maxPeer]byte
+	peer := remote.AppendTo(buf[:0])
+	size := batchEventSize(peer, body)
+	if size > privsep.MaxPayload {
+		return fmt.Errorf("event of %d bytes: %w", size, privsep.ErrOversize)
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if ch.conn != nil {
-		err := ch.conn.TrySendFrame(frame)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, privsep.ErrWouldBlock) {
-			n.log.Warn("exec process channel lost", "target", target, "err", err)
-			ch.conn.Close()
-			ch.conn = nil
-		}
+	return ch.takeLocked(peer, body, size)
+}
+
+// takeLocked queues an event of size bytes (batchEventSize), or owes it
+// a recovery. Must be called with mu held.
+func (ch *execChan) takeLocked(peer, body []byte, size int) error {
+	if ch.conn != nil && ch.enqueueLocked(peer, body, size) {
+		return nil
 	}
 	// Off the fast path: whose event this was, for the recovery of the
 	// wildcard handlers, which have no state for users they never saw.
@@ -265,6 +283,124 @@ func (n *netProc) deliver(target int, remote netip.AddrPort, body []byte) error 
 		ch.oweUser(ev.User)
 	}
 	return ch.owe()
+}
+
+// maxBatches bounds the msgEvents frames a channel queues: about what its
+// socket holds (privsep's buffer is four frames of MaxPayload). Past it,
+// the exec process is not keeping up and a recovery covers what follows.
+const maxBatches = 4
+
+// keepBatch is the largest buffer a channel keeps for its next frame
+// once one is sent: a batch is most often a few events.
+const keepBatch = 16 << 10
+
+// enqueueLocked adds an event of size bytes (batchEventSize) to the
+// queue, and reports whether there was room. Must be called with mu held.
+func (ch *execChan) enqueueLocked(peer, body []byte, size int) bool {
+	k := len(ch.queue)
+	wasEmpty := k == 0
+	if k == 0 || len(ch.queue[k-1])+size > privsep.HeaderLen+privsep.MaxPayload {
+		if k == maxBatches {
+			return false
+		}
+		ch.queue = append(ch.queue, privsep.StartFrame(ch.spare))
+		ch.spare = nil
+		k++
+	}
+	ch.queue[k-1] = appendBatchEvent(ch.queue[k-1], peer, body)
+	if wasEmpty {
+		// The flusher took all there was, or is idle: it looks again.
+		select {
+		case ch.flush <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// flusher sends what the channel queues each time flush, ch.flush, wakes
+// it, until the channel is dropped.
+func (ch *execChan) flusher(flush <-chan struct{}) {
+	for range flush {
+		ch.mu.Lock()
+		q, conn := ch.queue, ch.conn
+		ch.queue = nil
+		ch.flushing = true
+		ch.mu.Unlock()
+		// Outside mu: requests queue the next batch meanwhile.
+		sent, err := sendBatches(conn, q)
+		ch.mu.Lock()
+		ch.flushing = false
+		ch.idle.Broadcast()
+		ch.sentLocked(q, sent, conn, err)
+		ch.mu.Unlock()
+	}
+}
+
+// flushLocked sends the queue at once, for a channel being dropped. It
+// waits for the flusher to finish what it took. Must be called with mu
+// held.
+func (ch *execChan) flushLocked() {
+	for ch.flushing {
+		ch.idle.Wait()
+	}
+	q := ch.queue
+	ch.queue = nil
+	sent, err := sendBatches(ch.conn, q)
+	ch.sentLocked(q, sent, ch.conn, err)
+}
+
+// sendBatches sends the frames of q on conn in order, sealed as
+// msgEvents, until one fails; it returns how many went. conn nil sends
+// none.
+func sendBatches(conn *privsep.Conn, q [][]byte) (int, error) {
+	if conn == nil {
+		return 0, nil
+	}
+	for i, f := range q {
+		if err := privsep.SealFrame(f, msgEvents); err != nil {
+			return i, err
+		}
+		if err := conn.TrySendFrame(f); err != nil {
+			return i, err
+		}
+	}
+	return len(q), nil
+}
+
+// sentLocked settles a flush of q on conn, of which sent frames went: the
+// events of the others are owed a recovery, and a channel whose send
+// failed for another reason than a full buffer is down. Must be called
+// with mu held.
+func (ch *execChan) sentLocked(q [][]byte, sent int, conn *privsep.Conn, err error) {
+	if sent < len(q) {
+		if err != nil && !errors.Is(err, privsep.ErrWouldBlock) && conn != nil && ch.conn == conn {
+			ch.owner.log.Warn("exec process channel lost", "target", ch.target, "err", err)
+			ch.conn.Close()
+			ch.conn = nil
+		}
+		for _, f := range q[sent:] {
+			// Whose events these were, for the recovery of the wildcard
+			// handlers. The frame is ours: it decodes.
+			decodeEvents(f[privsep.HeaderLen:], func(_ netip.AddrPort, body []byte) error {
+				if ev, err := event.Decode(body); err == nil {
+					ch.oweUser(ev.User)
+				}
+				return nil
+			})
+		}
+		if err := ch.owe(); err != nil {
+			ch.owner.log.Warn("cannot record a recovery", "target", ch.target, "err", err)
+		}
+	}
+	if ch.spare == nil {
+		for _, f := range q {
+			if cap(f) <= keepBatch {
+				ch.spare = f
+				break
+			}
+		}
+	}
 }
 
 // maxOwedUsers bounds the users a channel's recovery names; past it the
@@ -444,7 +580,8 @@ func (n *netProc) setChannel(target int, account string, f *os.File, recover boo
 			c.Close()
 			return fmt.Errorf("a second exec process for %q: %w", account, errProtocol)
 		}
-		ch = &execChan{target: target, account: account, owner: n, kick: make(chan struct{}, 1)}
+		ch = &execChan{target: target, account: account, owner: n, kick: make(chan struct{}, 1), flush: make(chan struct{}, 1)}
+		ch.idle.L = &ch.mu
 		n.chans[target] = ch
 		if account != "" {
 			n.byAccount[account] = ch
@@ -452,6 +589,7 @@ func (n *netProc) setChannel(target int, account string, f *os.File, recover boo
 			n.byAccount[a] = ch
 		}
 		go ch.recoverer()
+		go ch.flusher(ch.flush)
 	}
 	ch.mu.Lock()
 	old := ch.conn
@@ -547,7 +685,8 @@ func (n *netProc) retire(target int) error {
 	return nil
 }
 
-// dropLocked forgets a channel. n.mu must be held.
+// dropLocked forgets a channel, once what it queued is sent. n.mu must
+// be held.
 func (n *netProc) dropLocked(t int, ch *execChan) {
 	delete(n.chans, t)
 	for a, c := range n.byAccount {
@@ -556,12 +695,20 @@ func (n *netProc) dropLocked(t int, ch *execChan) {
 		}
 	}
 	ch.mu.Lock()
+	// The events accepted before the drop go as they would have without
+	// it; what cannot go is owed while the channel is not yet gone (for
+	// closeAll: the parent has the recovery sent to the exec process,
+	// which lives on).
+	ch.flushLocked()
 	ch.gone = true
 	if ch.conn != nil {
 		ch.conn.Close()
 		ch.conn = nil
 	}
-	close(ch.kick) // under mu: owe and setChannel kick only while !gone
+	// Under mu: owe and setChannel kick, and deliver queues, only while
+	// the channel has a conn and is not gone.
+	close(ch.kick)
+	close(ch.flush)
 	ch.mu.Unlock()
 }
 

@@ -231,8 +231,8 @@ func drain(t *testing.T, c *privsep.Conn) int {
 			t.Fatalf("after %d events: %v", n, err)
 		}
 		switch m.Type {
-		case msgEvent:
-			n++
+		case msgEvent, msgEvents:
+			n += len(eventBodies(t, m))
 		case msgRecover:
 			return n
 		default:
@@ -259,7 +259,7 @@ func TestNetStoppedExecDelaysNobody(t *testing.T) {
 		if got := put(t, n.addr, body("bob", "")); got != 200 {
 			t.Fatalf("bob's request %d: %d", i, got)
 		}
-		recvType(t, n.execs["acct_b"], msgEvent)
+		recvEvents(t, n.execs["acct_b"])
 	}
 	// alice's exec process reads again: what fitted, then the recovery.
 	if got := drain(t, n.execs["acct_a"]); got == 0 || got >= 40 {
@@ -270,7 +270,7 @@ func TestNetStoppedExecDelaysNobody(t *testing.T) {
 	if got := put(t, n.addr, body("alice", "")); got != 200 {
 		t.Fatalf("alice after recovery: %d", got)
 	}
-	recvType(t, n.execs["acct_a"], msgEvent)
+	recvEvents(t, n.execs["acct_a"])
 }
 
 // While an exec process is dead its events are still accepted; the
@@ -291,7 +291,7 @@ func TestNetDeadExecStillAccepted(t *testing.T) {
 	if got := put(t, n.addr, body("alice", "")); got != 200 {
 		t.Fatalf("alice after the restart: %d", got)
 	}
-	recvType(t, c, msgEvent)
+	recvEvents(t, c)
 }
 
 // A reload streams a new configuration into the running process: a new
@@ -318,7 +318,7 @@ command = "/bin/true"
 	if got := put(t, n.addr, body("carol", "")); got != 200 {
 		t.Fatalf("carol: %d", got)
 	}
-	recvType(t, n.execs["acct_b"], msgEvent)
+	recvEvents(t, n.execs["acct_b"])
 	// alice's account is gone with its channel.
 	expectEOF(t, n.execs["acct_a"])
 	// A stale generation ends the process.
@@ -356,16 +356,14 @@ func TestNetRecoveryNamesEveryUser(t *testing.T) {
 			t.Fatal(err)
 		}
 		switch m.Type {
-		case msgEvent:
-			_, b, err := decodeEvent(m.Payload)
-			if err != nil {
-				t.Fatal(err)
+		case msgEvent, msgEvents:
+			for _, b := range eventBodies(t, m) {
+				ev, err := event.Decode(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got[ev.User] = true
 			}
-			ev, err := event.Decode(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got[ev.User] = true
 		case msgRecover:
 			var w wireRecover
 			if err := decode(m, &w); err != nil || w.validate() != nil {

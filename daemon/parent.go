@@ -853,6 +853,29 @@ func (s *supervisor) owedReport(pr *proc, o wireOwed) {
 	}
 }
 
+// netLost handles a network process that ended without finishing: it
+// answers an event once it is queued for its exec process, before it is
+// sent, so any of them may have lost events it had accepted. Each is owed
+// a recovery, sent by the network process in force on a fresh channel,
+// or by the next one.
+func (s *supervisor) netLost(pr *proc) {
+	n := 0
+	for _, x := range s.execs {
+		if x == nil || x.stopping {
+			continue // a lost exec process is owed one already
+		}
+		if s.net != nil && s.net != pr {
+			s.connect(s.net, x, true)
+		} else {
+			s.owed[x.target] = true
+		}
+		n++
+	}
+	if n > 0 {
+		s.log.Warn("events the lost network process accepted may not have reached the exec processes; each of their handlers will run once as recovery", "child", pr.name, "processes", n)
+	}
+}
+
 func (s *supervisor) execByTarget(t int) *proc {
 	for _, x := range s.execs {
 		if x != nil && x.target == t && !x.stopping {
@@ -888,6 +911,11 @@ func (s *supervisor) exited(pr *proc) error {
 	if pr.stopping || !s.current(pr) || s.stopping {
 		if pr.err != nil {
 			s.log.Warn("child exited uncleanly", "child", pr.name, "status", exitReason(pr.err))
+			if pr.isNet() && !s.stopping {
+				// A retiring network process that did not finish may
+				// have left events unsent.
+				s.netLost(pr)
+			}
 		}
 		return nil
 	}
@@ -912,6 +940,7 @@ func (s *supervisor) exited(pr *proc) error {
 		s.killOrphans()
 	} else {
 		s.net = nil
+		s.netLost(pr)
 	}
 	if !s.started {
 		return fmt.Errorf("child %s died during start-up (%s)", pr.name, reason)

@@ -49,10 +49,12 @@ package daemon
 //	29   msgExecRetire     parent -> net           0   wireExecRetire: send nothing more to this exec process
 //	30   msgExecIdle       exec -> parent          0   wireExecIdle: an on-demand exec process has nothing to do, or again has
 //	31   msgDrain          parent -> exec          0   none: finish what you have, then exit, once the net channel has ended
+//	32   msgEvents         net -> exec             0   one or more wireEvents, each after its length (see appendBatchEvent)
 
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -101,6 +103,7 @@ const (
 	msgExecRetire
 	msgExecIdle
 	msgDrain
+	msgEvents
 	msgMax
 )
 
@@ -169,6 +172,7 @@ var protocol = [msgMax]msgSpec{
 	msgExecRetire:  {"exec-retire", parentToNet, 0},
 	msgExecIdle:    {"exec-idle", execToParent, 0},
 	msgDrain:       {"drain", parentToExec, 0},
+	msgEvents:      {"events", netToExec, 0},
 }
 
 // errProtocol is wrapped by every rejection of checkMsg and of the
@@ -1084,6 +1088,67 @@ func decodeEvent(p []byte) (netip.AddrPort, []byte, error) {
 		}
 	}
 	return netip.AddrPort{}, nil, fmt.Errorf("event message: no peer: %w", errProtocol)
+}
+
+// A msgEvents payload is one or more entries, each an event as
+// encodeEvent makes it after its length as a big-endian uint32. The
+// network process gathers the events that arrive while it sends the
+// previous batch into the next, so that under load the exec process wakes
+// once for many of them.
+const batchEntry = 4
+
+// batchEventSize is the room an event takes in a msgEvents payload.
+func batchEventSize(peer, body []byte) int { return batchEntry + len(peer) + 1 + len(body) }
+
+// appendBatchEvent appends the event of peer (as netip.AddrPort.AppendTo
+// writes it) and body to f, a msgEvents frame begun by
+// privsep.StartFrame; the caller keeps the payload within
+// privsep.MaxPayload (batchEventSize).
+func appendBatchEvent(f, peer, body []byte) []byte {
+	f = binary.BigEndian.AppendUint32(f, uint32(len(peer)+1+len(body)))
+	f = append(f, peer...)
+	f = append(f, '\n')
+	return append(f, body...)
+}
+
+// decodeEvents calls each with every event of a msgEvents payload, in
+// order: one or more entries that fill it exactly, each an event
+// decodeEvent accepts. It stops at the first malformed entry or error of
+// each and returns it; the events before it were delivered, as they would
+// have been had each come in a message of its own. remote and body alias
+// p.
+func decodeEvents(p []byte, each func(remote netip.AddrPort, body []byte) error) error {
+	if len(p) == 0 {
+		return fmt.Errorf("events message: empty: %w", errProtocol)
+	}
+	for i := 0; len(p) > 0; i++ {
+		e, rest, err := nextBatchEvent(p, i)
+		if err != nil {
+			return err
+		}
+		remote, body, err := decodeEvent(e)
+		if err != nil {
+			return fmt.Errorf("events message: event %d: %w", i, err)
+		}
+		if err := each(remote, body); err != nil {
+			return err
+		}
+		p = rest
+	}
+	return nil
+}
+
+// nextBatchEvent cuts the first entry, the i-th, off a msgEvents payload.
+func nextBatchEvent(p []byte, i int) (event, rest []byte, err error) {
+	if len(p) < batchEntry {
+		return nil, nil, fmt.Errorf("events message: %d bytes after event %d, no length: %w", len(p), i, errProtocol)
+	}
+	// Compared as uint64: a huge length cannot wrap on 32-bit systems.
+	n := uint64(binary.BigEndian.Uint32(p))
+	if n > uint64(len(p)-batchEntry) {
+		return nil, nil, fmt.Errorf("events message: event %d of %d bytes, %d left: %w", i, n, len(p)-batchEntry, errProtocol)
+	}
+	return p[batchEntry : batchEntry+n], p[batchEntry+n:], nil
 }
 
 // ---- -n ----

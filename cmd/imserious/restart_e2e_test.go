@@ -118,6 +118,31 @@ func TestNetKilledLosesNothing(t *testing.T) {
 	}
 }
 
+// kill -9 of the network process while nothing is in flight: it answers
+// an event once it is queued, before it is sent, so an event accepted
+// just before the kill may not have reached its exec process. Every exec
+// process is then owed a recovery: each handler of each account runs
+// once, and no exec process was restarted for it.
+func TestNetKilledRecoversEveryExec(t *testing.T) {
+	head, alice, bob := twoAccounts(t)
+	d := start(t, head+handlerTOML(alice, echoCmd, "")+handlerTOML(bob, echoCmd, ""))
+	kids := d.Children()
+	if err := syscall.Kill(kids["net"].Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	d.WaitFor("the lost network process", isLost("net"))
+	d.WaitFor("alice's recovery run", runOf(alice, "recovery"))
+	d.WaitFor("bob's recovery run", runOf(bob, "recovery"))
+	for _, acct := range []string{alice, bob} {
+		if p := d.Children()["exec:"+acct]; p.Pid != kids["exec:"+acct].Pid {
+			t.Errorf("%s's exec process changed: %d -> %d", acct, kids["exec:"+acct].Pid, p.Pid)
+		}
+	}
+	if code := d.Stop(); code != 0 {
+		t.Errorf("exit status %d", code)
+	}
+}
+
 // The account alice can kill -9 her own exec process: the daemon logs it,
 // starts it again, runs her handlers once as recovery, and bob's running
 // command and requests are untouched.
