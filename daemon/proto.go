@@ -1058,9 +1058,15 @@ func eventFrame(remote netip.AddrPort, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	return appendEvent(f, peer, body), nil
+}
+
+// appendEvent appends what encodeEvent makes of peer (as
+// netip.AddrPort.AppendTo writes it) and body.
+func appendEvent(f, peer, body []byte) []byte {
 	f = append(f, peer...)
 	f = append(f, '\n')
-	return append(f, body...), nil
+	return append(f, body...)
 }
 
 // decodeEvent parses what encodeEvent made; the body aliases p.
@@ -1106,9 +1112,7 @@ func batchEventSize(peer, body []byte) int { return batchEntry + len(peer) + 1 +
 // privsep.MaxPayload (batchEventSize).
 func appendBatchEvent(f, peer, body []byte) []byte {
 	f = binary.BigEndian.AppendUint32(f, uint32(len(peer)+1+len(body)))
-	f = append(f, peer...)
-	f = append(f, '\n')
-	return append(f, body...)
+	return appendEvent(f, peer, body)
 }
 
 // decodeEvents calls each with every event of a msgEvents payload, in
