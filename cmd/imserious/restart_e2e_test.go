@@ -228,9 +228,27 @@ func TestExecStoppedDelaysNobody(t *testing.T) {
 		return strings.HasPrefix(l.Str("msg"), "exec process not taking events")
 	})
 	cont()
-	d.WaitFor("alice's recovery run", runOf(alice, "recovery"))
+	d.WaitFor("alice's run after her recovery", runAfterRecovery(alice))
 	if code := d.Stop(); code != 0 {
 		t.Errorf("exit status %d", code)
+	}
+}
+
+// runAfterRecovery matches the first start of a command of user's exec
+// process after that process was asked for a recovery. The run may be
+// an event's: a recovery that finds a run pending coalesces into it
+// (spec: events during a delay or a running command make one run), and
+// that run starts after it all the same.
+func runAfterRecovery(user string) func(daemontest.Line) bool {
+	asked := false
+	return func(l daemontest.Line) bool {
+		switch {
+		case l.Str("proc") == "exec["+user+"]" && strings.HasPrefix(l.Str("msg"), "recovery requested"):
+			asked = true
+		case asked && l.Str("msg") == "command started" && l.Str("user") == user:
+			return true
+		}
+		return false
 	}
 }
 
