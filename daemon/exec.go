@@ -52,6 +52,8 @@ func (e *execProc) kick() {
 // for.
 func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 	proc := "exec[" + name + "]"
+	out := logging.NewQueued(stdout) // a run's lines wait for no write
+	defer out.Flush()
 	e := &execProc{name: name, ctl: ctl, log: slog.New(slog.DiscardHandler),
 		unmatched: logging.NewLimiter(time.Minute, 1, nil), settle: make(chan struct{}, 1)}
 	var (
@@ -115,7 +117,7 @@ func RunExec(ctl *privsep.Conn, name string, stdout io.Writer) error {
 			}
 			if global == nil {
 				global, first = pending.global, hs
-				e.log = newLogger(stdout, global.Log, proc)
+				e.log = newLogger(out, global.Log, proc)
 			} else {
 				// Security: the account and the drop are fixed for the
 				// life of the process; the parent starts another for a

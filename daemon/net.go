@@ -725,6 +725,9 @@ func (n *netProc) closeAll() {
 // forwards valid notifications to the exec processes. It returns nil
 // after a shutdown the parent asked for.
 func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
+	// A request's info line waits for no write: see logging.Queued.
+	out := logging.NewQueued(stdout)
+	defer out.Flush()
 	n := &netProc{ctl: ctl, chans: map[int]*execChan{}, log: slog.New(slog.DiscardHandler),
 		byAccount: map[string]*execChan{}, waiting: map[string]*waitQ{}, refused: map[string]*refusal{},
 		wants: make(chan wireExecWant, maxWaitAccounts)}
@@ -864,7 +867,7 @@ func RunNet(ctl *privsep.Conn, stdout io.Writer) error {
 				break
 			}
 			if cfg == nil {
-				log = newLogger(stdout, pending.global.Log, "net")
+				log = newLogger(out, pending.global.Log, "net")
 				n.log = log
 				tlsLog = log.With(logging.ComponentKey, "tls")
 			} else if srv != nil {
