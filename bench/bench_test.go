@@ -142,13 +142,13 @@ func TestBench(t *testing.T) {
 		warm(t, s, target(true, imse), users)
 		warm(t, s, target(true, floor), users)
 		sampler := sampleRSS(imse.procs(t).all())
-		r.pairs(t, s, "HTTP keep-alive", targetKeepAlive, users, target(true, bare), target(true, imse), imse)
-		r.pairs(t, s, "HTTP new connection per request", targetNewConn, users, target(false, bare), target(false, imse), imse)
+		r.pairs(t, s, "HTTP keep-alive", targetKeepAlive, users, target(true, bare), target(true, imse), bare, imse)
+		r.pairs(t, s, "HTTP new connection per request", targetNewConn, users, target(false, bare), target(false, imse), bare, imse)
 		sampler.end()
 		r.underLoad, r.loadSum = sampler.max, sampler.sum
 		const floorName = ", floor of the shape: bare + hand-over to a second process"
-		r.pairs(t, s, "HTTP keep-alive"+floorName, 0, users, target(true, bare), target(true, floor), floor)
-		r.pairs(t, s, "HTTP new connection per request"+floorName, 0, users, target(false, bare), target(false, floor), floor)
+		r.pairs(t, s, "HTTP keep-alive"+floorName, 0, users, target(true, bare), target(true, floor), bare, floor)
+		r.pairs(t, s, "HTTP new connection per request"+floorName, 0, users, target(false, bare), target(false, floor), bare, floor)
 		r.startups = append(r.startups, imse.startup)
 		imse.stop(t)
 		bare.stop(t)
@@ -170,8 +170,8 @@ func TestBench(t *testing.T) {
 			}
 			warm(t, s, target(true, bare), users)
 			warm(t, s, target(true, imse), users)
-			r.pairs(t, s, "HTTPS "+c.name+" new connection", c.target, users, target(false, bare), target(false, imse), imse)
-			r.pairs(t, s, "HTTPS "+c.name+" keep-alive", c.target, users, target(true, bare), target(true, imse), imse)
+			r.pairs(t, s, "HTTPS "+c.name+" new connection", c.target, users, target(false, bare), target(false, imse), bare, imse)
+			r.pairs(t, s, "HTTPS "+c.name+" keep-alive", c.target, users, target(true, bare), target(true, imse), bare, imse)
 			r.startups = append(r.startups, imse.startup)
 			imse.stop(t)
 			bare.stop(t)
@@ -180,7 +180,9 @@ func TestBench(t *testing.T) {
 
 	if s.parts["command"] {
 		// The same 10,000 handlers, each running /bin/true at once.
-		d := startDaemon(t, "commands", handlersTOML(privsep, "", users, account, ""))
+		// Timestamps: the latency ends at the time the exec process
+		// logged the start, not the time its line was read.
+		d := startDaemon(t, "commands", handlersTOML(privsep, "[log]\ntimestamp = true\n", users, account, ""))
 		r.startups = append(r.startups, d.startup)
 		r.commandLatency(t, s, d, users[:min(s.samples, len(users))])
 		d.stop(t)
@@ -217,12 +219,12 @@ func names(prefix string, n int) []string {
 
 // handlersTOML is a configuration listening on a free loopback port with
 // one handler of /bin/true per user, all run as account (as root), each
-// with extra in its table.
-func handlersTOML(privsep, tls string, users []string, account, extra string) string {
+// with extra in its table; tables ([tls], [log]) come before the handlers.
+func handlersTOML(privsep, tables string, users []string, account, extra string) string {
 	var b strings.Builder
 	b.WriteString("listen = \"127.0.0.1:0\"\n")
 	b.WriteString(privsep)
-	b.WriteString(tls)
+	b.WriteString(tables)
 	runAs := ""
 	if os.Geteuid() == 0 {
 		runAs = fmt.Sprintf("run_as = %q\n", account)
@@ -301,6 +303,9 @@ func (r *report) header(t *testing.T, s settings, root bool, account string) {
 		fmt.Sprintf("throughput: %d connections, %d pairs of %v, bare (A) then imserious (B); %d handlers over one account, every request for a user with one, %s",
 			s.conns, s.pairs, s.phase, s.handlers, throughputComment),
 	}
+	if s.parts["http"] || s.parts["https"] {
+		r.head = append(r.head, "CPU/req: CPU time per request of the server (every process of imserious; bare with its -forward process) + of the client, the bench's own process, which also reads the servers' log lines; on a machine whose CPUs are all busy the ratio follows the sums")
+	}
 	if s.parts["http"] {
 		r.head = append(r.head, "the floor rows' B is bare handing each body to a second process, in a session of its own, that decodes it again (imserious-bare -forward): what the hand-over costs by itself, whatever the design; read imserious's ratio against the floor's")
 	}
@@ -322,20 +327,27 @@ func verdict(ok bool) string {
 // imserious or the floor row's bare -forward; imse is b's server, whose
 // log counts the exec process falling behind (never, for bare). target
 // 0 is a reference row.
-func (r *report) pairs(t *testing.T, s settings, name string, target float64, users []string, a, b load.Target, imse *server) {
+func (r *report) pairs(t *testing.T, s settings, name string, target float64, users []string, a, b load.Target, aSrv, imse *server) {
 	t.Helper()
-	run := func(tg load.Target, who string) load.Result {
+	run := func(tg load.Target, srv *server, who string) (load.Result, string) {
+		pids := srv.pids()
+		before, self := cpuTimes(t, pids), selfCPU(t)
 		res := load.Run(load.Options{Target: tg, Conns: s.conns, Duration: s.phase, Body: bodies(users)})
 		if res.Failed > 0 || res.Requests == 0 {
 			t.Fatalf("%s, %s: %d of %d failed: %v", name, who, res.Failed, res.Requests+res.Failed, res.Err)
 		}
-		return res
+		self = selfCPU(t) - self
+		var server time.Duration
+		for i, d := range cpuTimes(t, pids) {
+			server += d - before[i]
+		}
+		return res, perRequest(server, self, res.Requests)
 	}
 	notTaken := imse.log.Count(msgNotTaken)
 	var ratios []float64
 	for i := range s.pairs {
-		ra := run(a, "bare")
-		rb := run(b, imse.name)
+		ra, ca := run(a, aSrv, "bare")
+		rb, cb := run(b, imse, imse.name)
 		ratio := rb.RPS() / ra.RPS()
 		ratios = append(ratios, ratio)
 		label := ""
@@ -343,8 +355,8 @@ func (r *report) pairs(t *testing.T, s settings, name string, target float64, us
 			label = name
 		}
 		r.add(label, strconv.Itoa(i+1),
-			fmt.Sprintf("%.0f", ra.RPS()), ms(ra.Percentile(0.5)), ms(ra.Percentile(0.99)), ms(ra.Percentile(1)),
-			fmt.Sprintf("%.0f", rb.RPS()), ms(rb.Percentile(0.5)), ms(rb.Percentile(0.99)), ms(rb.Percentile(1)),
+			fmt.Sprintf("%.0f", ra.RPS()), ms(ra.Percentile(0.5)), ms(ra.Percentile(0.99)), ms(ra.Percentile(1)), ca,
+			fmt.Sprintf("%.0f", rb.RPS()), ms(rb.Percentile(0.5)), ms(rb.Percentile(0.99)), ms(rb.Percentile(1)), cb,
 			fmt.Sprintf("%.2f", ratio), "")
 	}
 	slices.Sort(ratios)
@@ -353,7 +365,7 @@ func (r *report) pairs(t *testing.T, s settings, name string, target float64, us
 	if target > 0 {
 		tgt = fmt.Sprintf(">= %.2f: %s", target, verdict(med >= target))
 	}
-	r.add("", "median", "", "", "", "", "", "", "", "", fmt.Sprintf("%.2f", med), tgt)
+	r.add("", "median", "", "", "", "", "", "", "", "", "", "", fmt.Sprintf("%.2f", med), tgt)
 	if n := imse.log.Count(msgNotTaken) - notTaken; n > 0 {
 		r.notes = append(r.notes, fmt.Sprintf("%s: the exec process fell behind %d times (its socket full: events answered 200 and covered by a recovery run, so fewer went through the exec process than were answered)", name, n))
 	}
@@ -384,7 +396,7 @@ func (r *report) commandLatency(t *testing.T, s settings, d *server, users []str
 	p99 := load.Percentile(lat, 0.99)
 	r.lines = append(r.lines, fmt.Sprintf("request sent to command started (%d requests one at a time, %d handlers, delay unset, /bin/true): p50 %s p99 %s max %s; target p99 < %s: %s",
 		len(users), s.handlers, ms(load.Percentile(lat, 0.5)), ms(p99), ms(load.Percentile(lat, 1)), ms(targetCommandP99), verdict(p99 < targetCommandP99)))
-	r.notes = append(r.notes, fmt.Sprintf("request to command: until the exec process's \"command started\" line (logged once fork and exec succeeded) is read; the 200 came after p50 %s, p99 %s",
+	r.notes = append(r.notes, fmt.Sprintf("request to command: until the time the exec process's \"command started\" line shows (it logs it once fork and exec succeeded); the 200 came after p50 %s, p99 %s",
 		ms(load.Percentile(answer, 0.5)), ms(load.Percentile(answer, 0.99))))
 }
 
@@ -474,7 +486,7 @@ func (r *report) print(t *testing.T, s settings) {
 	if len(r.rows) > 0 {
 		b.WriteString("\n")
 		w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(w, "throughput\tpair\tbare (A) req/s\tp50\tp99\tmax\tB req/s\tp50\tp99\tmax\tratio\ttarget\t")
+		fmt.Fprintln(w, "throughput\tpair\tbare (A) req/s\tp50\tp99\tmax\tCPU/req\tB req/s\tp50\tp99\tmax\tCPU/req\tratio\ttarget\t")
 		for _, row := range r.rows {
 			fmt.Fprintln(w, strings.Join(row, "\t")+"\t")
 		}

@@ -9,7 +9,10 @@
 //	IMSERIOUS_BENCH=full  IMSERIOUS_BIN=./imserious go test -v -run '^TestBench$' ./bench/
 //	IMSERIOUS_BENCH=smoke ...   # about 10 s: checks that every part works
 //
-// and prints one table: requests per second, p50/p99/max latency and the
+// and prints one table: requests per second, p50/p99/max latency, the
+// CPU time per request of the server's processes and of the client (this
+// test's process, which also reads the servers' log lines; on a machine
+// whose CPUs are all busy, the ratio is about that of the sums) and the
 // ratio for HTTP and HTTPS (ECDSA P-256, and RSA-2048 for reference),
 // keep-alive and a new connection per request, measured in pairs that
 // alternate bare (A) and imserious (B) so that drift of the machine

@@ -15,14 +15,17 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,6 +109,13 @@ func (s *server) stop(t *testing.T) {
 	daemontest.StopTree(t, s.name, s.cmd, s.exited, s.kids, daemontest.StopLimit)
 }
 
+// pids are the server's process and its children as they were once it
+// listened: for imserious its parent, network and exec processes, for
+// the bare server with -forward the process it forwards to.
+func (s *server) pids() []int {
+	return append([]int{s.cmd.Process.Pid}, slices.Sorted(maps.Keys(s.kids))...)
+}
+
 // procs are the pids of a daemon's parent, network process and its one
 // exec process (0 for the bare server's children).
 type procs struct{ parent, net, exec int }
@@ -162,6 +172,24 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 		ticks += n
 	}
 	return time.Duration(ticks) * clockTick
+}
+
+// selfCPU is the CPU time this process (the load generator, and the
+// reader of the servers' logs) has used, user and system.
+func selfCPU(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// perRequest is a throughput cell's CPU column: the server's and the
+// client's CPU time per request, in microseconds.
+func perRequest(server, client time.Duration, requests int) string {
+	us := func(d time.Duration) float64 { return float64(d) / float64(requests) / 1e3 }
+	return fmt.Sprintf("%.0f+%.0fµs", us(server), us(client))
 }
 
 func cpuTimes(t *testing.T, pids []int) []time.Duration {
@@ -255,7 +283,8 @@ type logWatch struct {
 	last    time.Time      // when a counted line was last read
 }
 
-// run is one "command started" line: the user, and when it was read.
+// run is one "command started" line: the user, and when it was logged
+// (the time it shows, with timestamp = true) or else read.
 type run struct {
 	user string
 	at   time.Time
@@ -298,7 +327,7 @@ func (w *logWatch) line(line []byte, ready string, sentReady *bool) {
 		kind = msgStarted
 		if u, ok := field(line, "user="); ok {
 			select {
-			case w.started <- run{user: u, at: time.Now()}:
+			case w.started <- run{user: u, at: loggedAt(line)}:
 			default:
 			}
 		}
@@ -337,6 +366,23 @@ func (w *logWatch) line(line []byte, ready string, sentReady *bool) {
 		close(w.changed)
 		w.changed = make(chan struct{})
 	}
+}
+
+// stampLayout is the time a line of the full format begins with when
+// [log] timestamp = true.
+const stampLayout = "2006-01-02T15:04:05.000000Z"
+
+// loggedAt is the time line shows it was logged at, or else now: the
+// exec process writes its lines about a millisecond apart at most
+// (logging.Queued), so the time a line is read is later than the time
+// it tells of by up to that.
+func loggedAt(line []byte) time.Time {
+	if len(line) > len(stampLayout) {
+		if at, err := time.Parse(stampLayout, string(line[:len(stampLayout)])); err == nil {
+			return at
+		}
+	}
+	return time.Now()
 }
 
 // field returns the value of key (which ends in "=") in a line of the
