@@ -3,14 +3,17 @@ package logging
 import (
 	"io"
 	"sync"
+	"time"
 )
 
 // Queued is an io.Writer for a handler's records that returns at once and
-// writes from a goroutine of its own: when idle at once, and what gathered
-// in the meantime in as few writes as fit. A request whose handler logs a
-// line then waits for no system call, and under load the lines of many
-// requests go out in one write (and wake whoever reads the other end of a
-// pipe once).
+// writes from a goroutine of its own, at most one write per pace: a
+// record that comes when nothing was written for a pace goes at once,
+// the records that follow it within the pace gather and go together when
+// it ends, or as soon as they fill a write (maxLine bytes). A request
+// whose handler logs a line then waits for no system call, and under load
+// the lines of many requests go out in one write, which wakes whoever
+// reads the other end (journald, syslog, a pipe) once.
 //
 // Every Write must be one whole record, as Handle makes them. A write to
 // the underlying writer holds whole records and at most maxLine bytes,
@@ -20,11 +23,14 @@ import (
 //
 // Memory is bounded: once maxQueued bytes wait, Write blocks until the
 // goroutine has written them, as a blocking writer would. What waits when
-// the process is killed is lost: the lines written in the last write's
-// time. Flush before a process ends.
+// the process is killed is lost: the lines of the last pace and of the
+// last write's time. Flush before a process ends; it writes what waits at
+// once, whatever the pace.
 type Queued struct {
-	w    io.Writer
-	wake chan struct{}
+	w     io.Writer
+	pace  time.Duration
+	wake  chan struct{}
+	hurry chan struct{} // cuts a pace short: Flush, or a full write waits
 
 	mu    sync.Mutex
 	done  sync.Cond // broadcast when a write ends
@@ -32,7 +38,18 @@ type Queued struct {
 	ends  []int     // where each record in queue ends
 	spare []byte    // the last written buffer, reused
 	busy  bool      // the goroutine is writing
+	last  time.Time // when the last write began
+	// pacing is set while the goroutine waits for the pace to end with
+	// records queued; flushes counts the Flush calls waiting.
+	pacing  bool
+	flushes int
 }
+
+// logPace is the least time between two writes of a Queued: under load,
+// the network process's `event accepted` lines go out in writes of about
+// a millisecond's worth, not one each. A record that comes alone is not
+// delayed.
+const logPace = time.Millisecond
 
 // maxQueued bounds the bytes waiting in a Queued; a buffer up to it is
 // kept for reuse.
@@ -41,7 +58,11 @@ const maxQueued = 64 << 10
 // NewQueued returns a Queued writing to w. Its goroutine lives as long as
 // the process.
 func NewQueued(w io.Writer) *Queued {
-	q := &Queued{w: w, wake: make(chan struct{}, 1)}
+	return newQueued(w, logPace)
+}
+
+func newQueued(w io.Writer, pace time.Duration) *Queued {
+	q := &Queued{w: w, pace: pace, wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1)}
 	q.done.L = &q.mu
 	go q.run()
 	return q
@@ -57,7 +78,12 @@ func (q *Queued) Write(p []byte) (int, error) {
 	}
 	q.queue = append(q.queue, p...)
 	q.ends = append(q.ends, len(q.queue))
-	if !q.busy {
+	switch {
+	case q.pacing:
+		if len(q.queue) >= maxLine {
+			q.hurryLocked()
+		}
+	case !q.busy:
 		select {
 		case q.wake <- struct{}{}:
 		default: // already woken
@@ -67,20 +93,51 @@ func (q *Queued) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (q *Queued) hurryLocked() {
+	select {
+	case q.hurry <- struct{}{}:
+	default: // already hurried
+	}
+}
+
 // Flush returns once every record queued before it was written.
 func (q *Queued) Flush() {
 	q.mu.Lock()
+	q.flushes++
+	if q.pacing {
+		q.hurryLocked()
+	}
 	for q.busy || len(q.queue) > 0 {
 		q.done.Wait()
 	}
+	q.flushes--
 	q.mu.Unlock()
 }
 
 func (q *Queued) run() {
 	var ends []int
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for range q.wake {
 		q.mu.Lock()
 		for len(q.queue) > 0 {
+			if wait := q.pace - time.Since(q.last); wait > 0 && len(q.queue) < maxLine && q.flushes == 0 {
+				// Written less than a pace ago: what follows gathers.
+				q.pacing = true
+				q.mu.Unlock()
+				timer.Reset(wait)
+				select {
+				case <-timer.C:
+				case <-q.hurry:
+					timer.Stop()
+				}
+				q.mu.Lock()
+				q.pacing = false
+				// Write now, though a hurry may have come early.
+				q.last = time.Time{}
+				continue
+			}
+			q.last = time.Now()
 			buf := q.queue
 			ends = append(ends[:0], q.ends...)
 			q.queue, q.ends, q.spare = q.spare[:0], q.ends[:0], nil

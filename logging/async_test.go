@@ -230,3 +230,74 @@ func TestQueuedUnderHandler(t *testing.T) {
 		t.Fatal("records out of order")
 	}
 }
+
+// A record that comes alone is written at once; those that follow it
+// within the pace wait and go together when it ends, and Flush writes
+// them without waiting for it.
+func TestQueuedPacesWrites(t *testing.T) {
+	g, q := wroteOne(t)
+	q.Write([]byte("b\n"))
+	q.Write([]byte("c\n"))
+	select {
+	case <-g.entered:
+		t.Fatal("a record following a write within the pace was written at once")
+	case <-time.After(100 * time.Millisecond):
+	}
+	flushed := make(chan struct{})
+	go func() {
+		q.Flush()
+		close(flushed)
+	}()
+	waitFor(t, flushed, "Flush, in the middle of a pace")
+	if w := g.all(); len(w) != 2 || string(w[0]) != "a\n" || string(w[1]) != "b\nc\n" {
+		t.Fatalf("written %q, want \"a\\n\" then \"b\\nc\\n\"", w)
+	}
+}
+
+// Records that fill a write do not wait for the pace to end: what waits
+// stays one write's worth.
+func TestQueuedFullWriteSkipsPace(t *testing.T) {
+	g, q := wroteOne(t)
+	rec := []byte(strings.Repeat("z", 127) + "\n")
+	q.Write(rec)
+	waitPacing(t, q)
+	for range maxLine/len(rec) - 1 {
+		q.Write(rec)
+	}
+	waitFor(t, g.entered, "a full write, before the pace ends")
+	q.Flush() // the write under way ends
+	if w := g.all(); len(w) != 2 || len(w[1]) != maxLine {
+		t.Fatalf("%d writes, the last of %d bytes; want a second of %d", len(w), len(w[len(w)-1]), maxLine)
+	}
+}
+
+// wroteOne is a Queued of an hour's pace on an open gate, once it wrote
+// its first record, "a\n", alone: what follows waits for the pace.
+func wroteOne(t *testing.T) (*gate, *Queued) {
+	t.Helper()
+	g := newGate()
+	close(g.open)
+	q := newQueued(g, time.Hour)
+	q.Write([]byte("a\n"))
+	waitFor(t, g.entered, "the first record, alone")
+	return g, q
+}
+
+// waitPacing returns once q's goroutine waits for its pace to end with
+// records queued.
+func waitPacing(t *testing.T, q *Queued) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q.mu.Lock()
+		pacing := q.pacing
+		q.mu.Unlock()
+		if pacing {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queue never waited for its pace")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
