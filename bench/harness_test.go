@@ -373,9 +373,9 @@ func (w *logWatch) line(line []byte, ready string, sentReady *bool) {
 const stampLayout = "2006-01-02T15:04:05.000000Z"
 
 // loggedAt is the time line shows it was logged at, or else now: the
-// exec process writes its lines about a millisecond apart at most
-// (logging.Queued), so the time a line is read is later than the time
-// it tells of by up to that.
+// exec process may write a line up to a millisecond after logging it
+// (logging.Queued paces its writes), so the time a line is read can be
+// later than the time it tells of by that much.
 func loggedAt(line []byte) time.Time {
 	if len(line) > len(stampLayout) {
 		if at, err := time.Parse(stampLayout, string(line[:len(stampLayout)])); err == nil {

@@ -133,7 +133,9 @@ func (q *Queued) run() {
 				}
 				q.mu.Lock()
 				q.pacing = false
-				// Write now, though a hurry may have come early.
+				// The pace is over or cut short: write now. A hurry that
+				// came as the timer fired stays, and only shortens the
+				// next pace.
 				q.last = time.Time{}
 				continue
 			}
