@@ -388,7 +388,11 @@ func (r *report) commandLatency(t *testing.T, s settings, d *server, users []str
 			t.Fatalf("request to command: %s: status %d, %v", u, status, err)
 		}
 		answer = append(answer, time.Since(t0))
-		lat = append(lat, d.log.WaitStarted(t, d.name, u).Sub(t0))
+		at := d.log.WaitStarted(t, d.name, u)
+		if at.IsZero() {
+			t.Fatalf("request to command: %s's \"command started\" line shows no time (the daemon must log with timestamp = true):\n%s", u, d.log.Tail())
+		}
+		lat = append(lat, at.Sub(t0))
 	}
 	d.log.WaitCount(t, d.name, msgExited, len(users))
 	slices.Sort(lat)

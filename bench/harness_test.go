@@ -283,8 +283,8 @@ type logWatch struct {
 	last    time.Time      // when a counted line was last read
 }
 
-// run is one "command started" line: the user, and when it was logged
-// (the time it shows, with timestamp = true) or else read.
+// run is one "command started" line: the user, and the time it shows
+// it was logged at (zero unless the daemon logs with timestamp = true).
 type run struct {
 	user string
 	at   time.Time
@@ -372,17 +372,16 @@ func (w *logWatch) line(line []byte, ready string, sentReady *bool) {
 // [log] timestamp = true.
 const stampLayout = "2006-01-02T15:04:05.000000Z"
 
-// loggedAt is the time line shows it was logged at, or else now: the
-// exec process may write a line up to a millisecond after logging it
-// (logging.Queued paces its writes), so the time a line is read can be
-// later than the time it tells of by that much.
+// loggedAt is the time line shows it was logged at, or zero. The time a
+// line is read would not do: the exec process may write a line up to a
+// millisecond after logging it (logging.Queued paces its writes).
 func loggedAt(line []byte) time.Time {
 	if len(line) > len(stampLayout) {
 		if at, err := time.Parse(stampLayout, string(line[:len(stampLayout)])); err == nil {
 			return at
 		}
 	}
-	return time.Now()
+	return time.Time{}
 }
 
 // field returns the value of key (which ends in "=") in a line of the
@@ -487,7 +486,7 @@ func (w *logWatch) Until(t *testing.T, name, what string, limit time.Duration, c
 }
 
 // WaitStarted waits for the "command started" line of user, skipping
-// others, and returns when it was read.
+// others, and returns the time it shows (zero if it shows none).
 func (w *logWatch) WaitStarted(t *testing.T, name, user string) time.Time {
 	t.Helper()
 	deadline := time.NewTimer(daemontest.WaitLimit)
