@@ -7,12 +7,14 @@
 //
 // HandlerTo, Forwarder and Sink add the one cost no privilege-separated
 // design can avoid: every accepted body goes over a unix seqpacket socket
-// to a second process, which decodes it again. That is the floor of
-// imserious's process shape, without any of its own work.
+// to a second process, which decodes it again, in batches as imserious
+// hands its events over. That is the floor of imserious's process shape,
+// without any of its own work.
 package bare
 
 import (
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -107,45 +110,164 @@ func SeqpacketConn(f *os.File) (*net.UnixConn, error) {
 	return uc, nil
 }
 
-// Forwarder hands bodies to a second process, one packet each, over a
-// connected unix seqpacket socket. It is safe for concurrent use: the
-// runtime serialises writes on one socket, and a seqpacket write is all
-// or nothing, so two bodies never mix and none is split.
+// Forwarder hands bodies to a second process over a connected unix
+// seqpacket socket the way imserious's network process hands events to
+// its exec process: Send queues the body and returns, and a goroutine of
+// the Forwarder's own sends what gathered meanwhile as one packet, so
+// that under load the receiver wakes once for many bodies and no request
+// waits for a system call. In a packet each body is preceded by its
+// length, 4 bytes big-endian; a packet holds at most MaxPacket bytes.
+//
+// Where imserious owes a recovery for what its exec process's socket
+// cannot take, Send waits while maxQueued packets are queued: the floor
+// of a measurement must lose nothing, and the receiver slowing down then
+// slows the senders.
 type Forwarder struct {
 	conn *net.UnixConn
+
+	mu     sync.Mutex
+	queue  [][]byte      // packets not yet sent, the last one filling
+	spare  [][]byte      // sent packets' buffers, for the next
+	wake   chan struct{} // tells the sender the queue is not empty
+	room   sync.Cond     // signalled when the sender took the queue
+	err    error         // the first failed write: every Send after it fails
+	closed bool
+	done   chan struct{} // closed when the sender has ended
 }
 
-// NewForwarder returns a Forwarder writing to conn, a connected unix
-// seqpacket socket (network "unixpacket").
-func NewForwarder(conn *net.UnixConn) *Forwarder { return &Forwarder{conn: conn} }
+// MaxPacket is the largest packet a Forwarder sends: one body of MaxBody
+// with its length.
+const MaxPacket = MaxBody + 4
 
-// Send writes body as exactly one packet. It waits while the receiver's
-// buffer is full: the receiver slowing down slows the senders, which is
-// the cost of the hand-over being measured, not hidden.
+// maxQueued bounds the packets a Forwarder queues, as imserious's
+// network process bounds the batches it queues for an exec process.
+const maxQueued = 4
+
+// NewForwarder returns a Forwarder writing to conn, a connected unix
+// seqpacket socket (network "unixpacket"), and starts its sender.
+func NewForwarder(conn *net.UnixConn) *Forwarder {
+	f := newForwarder(conn)
+	go f.send()
+	return f
+}
+
+// newForwarder is NewForwarder without its sender, which the caller
+// starts (go f.send()).
+func newForwarder(conn *net.UnixConn) *Forwarder {
+	f := &Forwarder{conn: conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	f.room.L = &f.mu
+	return f
+}
+
+// Send queues body for the next packet. It returns an error once the
+// Forwarder is closed or a write has failed, and for a body over
+// MaxBody. body is not kept.
 func (f *Forwarder) Send(body []byte) error {
 	if len(body) > MaxBody {
 		return fmt.Errorf("forward: %d bytes, at most %d", len(body), MaxBody)
 	}
-	if _, err := f.conn.Write(body); err != nil {
-		return fmt.Errorf("forward: %w", err)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for {
+		if f.closed {
+			return errors.New("forward: closed")
+		}
+		if f.err != nil {
+			return f.err
+		}
+		k := len(f.queue)
+		if k > 0 && len(f.queue[k-1])+4+len(body) <= MaxPacket {
+			break
+		}
+		if k < maxQueued {
+			var p []byte
+			if n := len(f.spare); n > 0 {
+				p, f.spare = f.spare[n-1][:0], f.spare[:n-1]
+			}
+			f.queue = append(f.queue, p)
+			break
+		}
+		f.room.Wait()
+	}
+	wasEmpty := len(f.queue) == 1 && len(f.queue[0]) == 0
+	k := len(f.queue) - 1
+	f.queue[k] = binary.BigEndian.AppendUint32(f.queue[k], uint32(len(body)))
+	f.queue[k] = append(f.queue[k], body...)
+	if wasEmpty {
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
 
-// Close closes the socket: the receiver's Sink sees the end of its input
-// once it has read what was sent before.
-func (f *Forwarder) Close() error { return f.conn.Close() }
+// send writes what is queued each time wake says there is some, until
+// Close, then what is left.
+func (f *Forwarder) send() {
+	defer close(f.done)
+	for range f.wake {
+		f.mu.Lock()
+		q := f.queue
+		f.queue = nil
+		f.room.Broadcast()
+		f.mu.Unlock()
+		var err error
+		for _, p := range q {
+			if _, err = f.conn.Write(p); err != nil {
+				err = fmt.Errorf("forward: %w", err)
+				break
+			}
+		}
+		f.mu.Lock()
+		if err != nil && f.err == nil {
+			f.err = err
+		}
+		for _, p := range q {
+			if cap(p) <= MaxPacket && len(f.spare) < maxQueued {
+				f.spare = append(f.spare, p)
+			}
+		}
+		f.room.Broadcast()
+		f.mu.Unlock()
+	}
+}
+
+// Close sends what is queued, then closes the socket: the receiver's
+// Sink sees the end of its input once it has read every packet. It
+// returns the first write that failed.
+func (f *Forwarder) Close() error {
+	f.mu.Lock()
+	if !f.closed {
+		f.closed = true
+		f.room.Broadcast()
+		// A last wake for what is queued: the sender reads it before
+		// the close ends its loop.
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
+		close(f.wake)
+	}
+	f.mu.Unlock()
+	<-f.done
+	f.mu.Lock()
+	err := f.err
+	f.mu.Unlock()
+	return errors.Join(err, f.conn.Close())
+}
 
 // Sink is the second process's side of a Forwarder: it reads packets
-// from conn until the sender closes its end and decodes each into the
-// notification, checking user and event again, as imserious's exec
-// process decodes and validates each event a second time. It returns nil
-// at the end of the input. Every body was accepted by HandlerTo, so a
-// packet that fails to decode, or is longer than MaxBody (the buffer's
-// extra byte shows a packet it truncated), is a bug and returned as an
-// error.
+// from conn until the sender closes its end and decodes every body in
+// each into the notification, checking user and event again, as
+// imserious's exec process decodes and validates each event a second
+// time. It returns nil at the end of the input. Every body was accepted
+// by HandlerTo, so a packet that does not split into whole bodies, is
+// longer than MaxPacket (the buffer's extra byte shows a packet it
+// truncated), or holds a body that fails to decode, is a bug and
+// returned as an error.
 func Sink(conn *net.UnixConn) error {
-	buf := make([]byte, MaxBody+1)
+	buf := make([]byte, MaxPacket+1)
 	for {
 		k, err := conn.Read(buf)
 		if errors.Is(err, io.EOF) {
@@ -154,11 +276,25 @@ func Sink(conn *net.UnixConn) error {
 		if err != nil {
 			return fmt.Errorf("sink: %w", err)
 		}
-		if k > MaxBody {
-			return fmt.Errorf("sink: a packet over %d bytes", MaxBody)
+		if k > MaxPacket {
+			return fmt.Errorf("sink: a packet over %d bytes", MaxPacket)
 		}
-		if status := check(buf[:k]); status != 0 {
-			return fmt.Errorf("sink: %.40q: refused with %d", buf[:k], status)
+		if k == 0 {
+			return errors.New("sink: an empty packet")
+		}
+		for p := buf[:k]; len(p) > 0; {
+			if len(p) < 4 {
+				return fmt.Errorf("sink: %d bytes left in a packet, not a length", len(p))
+			}
+			n := binary.BigEndian.Uint32(p)
+			if uint64(n) > uint64(len(p)-4) {
+				return fmt.Errorf("sink: a body of %d bytes, %d left in the packet", n, len(p)-4)
+			}
+			body := p[4 : 4+n]
+			if status := check(body); status != 0 {
+				return fmt.Errorf("sink: %.40q: refused with %d", body, status)
+			}
+			p = p[4+n:]
 		}
 	}
 }

@@ -2,6 +2,7 @@ package bare
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -132,8 +134,36 @@ func socketpair(t *testing.T) (a, b *net.UnixConn) {
 	return ends[0], ends[1]
 }
 
-// Bodies sent at once from many goroutines arrive each as one whole
-// packet, and decode.
+// readBodies reads packets from b until EOF and returns the bodies in
+// them, in order, and how many packets there were.
+func readBodies(t *testing.T, b *net.UnixConn) (bodies []string, packets int) {
+	t.Helper()
+	buf := make([]byte, MaxPacket+1)
+	for {
+		k, err := b.Read(buf)
+		if errors.Is(err, io.EOF) {
+			return bodies, packets
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k > MaxPacket {
+			t.Fatalf("a packet of more than %d bytes", MaxPacket)
+		}
+		packets++
+		for p := buf[:k]; len(p) > 0; {
+			if len(p) < 4 || int(binary.BigEndian.Uint32(p)) > len(p)-4 {
+				t.Fatalf("packet %d: %q does not split into bodies", packets, p)
+			}
+			n := int(binary.BigEndian.Uint32(p))
+			bodies = append(bodies, string(p[4:4+n]))
+			p = p[4+n:]
+		}
+	}
+}
+
+// Bodies sent at once from many goroutines each arrive once, whole, and
+// decode.
 func TestForwarderConcurrent(t *testing.T) {
 	a, b := socketpair(t)
 	fw := NewForwarder(a)
@@ -146,25 +176,20 @@ func TestForwarderConcurrent(t *testing.T) {
 		})
 	}
 	// The sends finish while the packets are read below, however small
-	// the socket's buffer: Close comes after every one is written.
+	// the socket's buffer: Close comes after every one is queued.
 	go func() {
 		wg.Wait()
 		close(errs)
-		fw.Close()
+		if err := fw.Close(); err != nil {
+			t.Error(err)
+		}
 	}()
+	bodies, _ := readBodies(t, b)
 	seen := map[string]bool{}
-	buf := make([]byte, MaxBody+1)
-	for {
-		k, err := b.Read(buf)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, body := range bodies {
 		var msg notification
-		if err := json.Unmarshal(buf[:k], &msg); err != nil {
-			t.Fatalf("packet %q: %v", buf[:k], err)
+		if err := json.Unmarshal([]byte(body), &msg); err != nil {
+			t.Fatalf("body %q: %v", body, err)
 		}
 		if seen[msg.User] {
 			t.Errorf("%s arrived twice", msg.User)
@@ -181,9 +206,54 @@ func TestForwarderConcurrent(t *testing.T) {
 	}
 }
 
+// What gathers while the sender is busy goes in one packet, in order; a
+// Send waits while maxQueued packets are queued, and nothing is lost.
+func TestForwarderBatches(t *testing.T) {
+	a, b := socketpair(t)
+	fw := newForwarder(a) // the sender starts below
+	var want []string
+	for i := range 10 {
+		want = append(want, fmt.Sprintf(`{"user":"u%d","event":"MessageNew"}`, i))
+		if err := fw.Send([]byte(want[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Bodies of MaxBody fill a packet each: three more packets fill the
+	// queue, and the one after waits for the sender.
+	big := `{"user":"big","event":"MessageNew","subject":"`
+	big += strings.Repeat("x", MaxBody-len(big)-2) + `"}`
+	for range maxQueued - 1 {
+		if err := fw.Send([]byte(big)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, big)
+	}
+	if k := len(fw.queue); k != maxQueued {
+		t.Fatalf("%d packets queued, want %d", k, maxQueued)
+	}
+	want = append(want, big)
+	waited := make(chan error, 1)
+	go func() { waited <- fw.Send([]byte(big)) }()
+	go fw.send()
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	go fw.Close()
+	got, packets := readBodies(t, b)
+	if !slices.Equal(got, want) {
+		t.Errorf("%d bodies arrived, want %d in order", len(got), len(want))
+	}
+	if packets != maxQueued+1 {
+		t.Errorf("%d packets, want %d: the 10 small bodies in one, each big one in its own", packets, maxQueued+1)
+	}
+	if err := fw.Send([]byte(want[0])); err == nil {
+		t.Error("Send after Close: nil, want an error")
+	}
+}
+
 // Sink decodes what a Forwarder sends, a body of MaxBody included, and
-// returns nil once the sender closes; a packet that does not decode is
-// an error.
+// returns nil once the sender closes; a body that does not decode, or a
+// packet that does not split into bodies, is an error.
 func TestSink(t *testing.T) {
 	a, b := socketpair(t)
 	done := make(chan error, 1)
@@ -196,7 +266,9 @@ func TestSink(t *testing.T) {
 			t.Fatalf("%.40q: %v", body, err)
 		}
 	}
-	fw.Close()
+	if err := fw.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if err := <-done; err != nil {
 		t.Errorf("Sink: %v, want nil at the end", err)
 	}
@@ -207,6 +279,22 @@ func TestSink(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := <-done; err == nil {
-		t.Error("Sink: nil after a packet that is not JSON, want an error")
+		t.Error("Sink: nil after a body that is not JSON, want an error")
+	}
+
+	ok := []byte(`{"user":"a","event":"MessageNew"}`)
+	for _, p := range [][]byte{
+		{0, 0, 1},                          // no whole length
+		append([]byte{0, 0, 0, 40}, ok...), // longer than the packet
+		append(append([]byte{0, 0, 0, 33}, ok...), 0), // a length cut short after it
+	} {
+		a, b = socketpair(t)
+		go func() { done <- Sink(b) }()
+		if _, err := a.Write(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err == nil {
+			t.Errorf("Sink: nil after packet %q, want an error", p)
+		}
 	}
 }

@@ -8,7 +8,8 @@
 // With -forward it hands every body it accepts to a second process, this
 // same binary started with -sink in a session of its own as imserious
 // starts its children, which decodes it again (bare.HandlerTo,
-// bare.Forwarder, bare.Sink): the floor of a privilege-separated shape.
+// bare.Forwarder, bare.Sink), in batches sent after the answers as
+// imserious sends its events: the floor of a privilege-separated shape.
 package main
 
 import (
@@ -148,8 +149,8 @@ func startSink() (*sink, error) {
 	return s, nil
 }
 
-// stop closes the server's end, which the sink reads as the end of its
-// input, and waits for the sink to exit (killing it after sinkGrace). It
+// stop sends what is queued and closes the server's end, which the sink
+// reads as the end of its input, and waits for the sink to exit (killing it after sinkGrace). It
 // reports a sink that exited before, or not with status 0. A nil sink
 // (no -forward) has nothing to stop.
 func (s *sink) stop() error {
@@ -162,7 +163,19 @@ func (s *sink) stop() error {
 		early = true
 	default:
 	}
-	s.fw.Close()
+	// Close sends what is queued first, which waits for a sink that
+	// does not read.
+	closed := make(chan error, 1)
+	go func() { closed <- s.fw.Close() }()
+	var ferr error
+	select {
+	case ferr = <-closed:
+	case <-time.After(sinkGrace):
+		s.cmd.Process.Kill()
+		<-closed
+		<-s.done
+		return fmt.Errorf("sink not reading %v after the server ended: killed", sinkGrace)
+	}
 	select {
 	case <-s.done:
 	case <-time.After(sinkGrace):
@@ -171,6 +184,8 @@ func (s *sink) stop() error {
 		return fmt.Errorf("sink still running %v after its input ended: killed", sinkGrace)
 	}
 	switch {
+	case ferr != nil:
+		return ferr
 	case s.err != nil:
 		return fmt.Errorf("sink: %w", s.err)
 	case early:
