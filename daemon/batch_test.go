@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -252,4 +253,183 @@ func TestNetDropSendsQueue(t *testing.T) {
 		t.Fatalf("%d events sent at the drop, want 3", len(got))
 	}
 	expectEOF(t, execEnd)
+}
+
+// fillType marks the messages fillChannel puts in a channel's socket.
+const fillType = 1 << 20
+
+// fillChannel fills the socket of ch's exec process with small messages
+// of fillType until it refuses one, and returns how many it took.
+func fillChannel(t *testing.T, ch *execChan) int {
+	t.Helper()
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for n := 0; ; n++ {
+		err := ch.conn.TrySend(fillType, []byte("fill"))
+		if errors.Is(err, privsep.ErrWouldBlock) {
+			return n
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitWaiting returns once ch's flusher waits for room with frames
+// frames (it takes the queue, finds the socket full and waits).
+func waitWaiting(t *testing.T, ch *execChan, frames int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ch.mu.Lock()
+		w := ch.waiting
+		ch.mu.Unlock()
+		if w == frames {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the flusher waits with %d frames after 10 s, want %d", w, frames)
+		}
+		runtime.Gosched()
+	}
+}
+
+// setFullWait sets how long a flusher waits for room, for one test.
+func setFullWait(t *testing.T, d time.Duration) {
+	old := fullWait
+	fullWait = d
+	t.Cleanup(func() { fullWait = old })
+}
+
+// An exec process that stops reading for a moment (its socket full)
+// costs no recovery: the flusher waits for room, the requests meanwhile
+// are answered and their events queued, and every event arrives in
+// order once it reads again.
+func TestNetWaitsForRoom(t *testing.T) {
+	setFullWait(t, time.Hour) // what matters is that it waits, not how long
+	n, execEnd, _ := netWithChannel(t)
+	ch := n.chans[1]
+	fill := fillChannel(t, ch)
+	peer := netip.MustParseAddrPort("127.0.0.1:2")
+	p := peer.AppendTo(nil)
+	mk := func(i int) []byte {
+		extra := ""
+		if i < 4 { // three 40 KiB events fill a frame: the fourth starts one
+			extra = `,"snippet":"` + strings.Repeat("x", 40<<10) + `"`
+		}
+		return []byte(body("alice", fmt.Sprintf(`,"imap-uid":%d`, i)+extra))
+	}
+	// Two frames for the flusher to take at once, the second sealed only
+	// when it goes; then more, queued while it waits.
+	ch.mu.Lock()
+	for i := range 5 {
+		if b := mk(i); !ch.enqueueLocked(p, b, batchEventSize(p, b)) {
+			t.Fatalf("event %d: no room", i)
+		}
+	}
+	ch.mu.Unlock()
+	waitWaiting(t, ch, 2)
+	const events = 10
+	for i := 5; i < events; i++ {
+		if err := n.deliver(1, peer, mk(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch.mu.Lock()
+	owed := ch.owed
+	ch.mu.Unlock()
+	if owed {
+		t.Fatal("a recovery owed while the flusher waits for room")
+	}
+	execEnd.SetDeadline(time.Now().Add(30 * time.Second))
+	for i := range fill {
+		m, err := execEnd.Recv()
+		if err != nil || m.Type != fillType {
+			t.Fatalf("message %d: type %d, %v; want the filling first", i, m.Type, err)
+		}
+	}
+	next := 0
+	for next < events {
+		for _, b := range recvEvents(t, execEnd) {
+			ev, err := event.Decode(b)
+			if err != nil || len(ev.UID) != 1 || ev.UID[0] != uint32(next) {
+				t.Fatalf("event %d is %q (%v)", next, b, err)
+			}
+			next++
+		}
+	}
+	ch.mu.Lock()
+	owed = ch.owed
+	ch.mu.Unlock()
+	if owed {
+		t.Error("a recovery owed after every event arrived")
+	}
+}
+
+// The frames a waiting flusher holds count against maxBatches: a socket
+// that stays full holds at most that much in the network process.
+func TestNetWaitingCountsAgainstBound(t *testing.T) {
+	setFullWait(t, time.Hour)
+	n, _, _ := netWithChannel(t)
+	ch := n.chans[1]
+	fillChannel(t, ch)
+	peer := netip.MustParseAddrPort("127.0.0.1:2")
+	if err := n.deliver(1, peer, []byte(body("alice", ""))); err != nil {
+		t.Fatal(err)
+	}
+	waitWaiting(t, ch, 1)
+	big := []byte(body("carol", `,"snippet":"`+strings.Repeat("x", 40<<10)+`"`))
+	p := peer.AppendTo(nil)
+	ch.mu.Lock()
+	queued := 0
+	for ch.enqueueLocked(p, big, batchEventSize(p, big)) {
+		queued++
+	}
+	ch.mu.Unlock()
+	if want := 3 * (maxBatches - 1); queued != want { // three 40 KiB events fill a frame
+		t.Fatalf("%d events queued beside the waiting frame, want %d", queued, want)
+	}
+}
+
+// Dropping a channel cuts its flusher's wait for room short: the drop
+// holds the lock every account's requests need, so it must not wait for
+// an exec process that does not read. What could not be sent is owed a
+// recovery, as without the wait.
+func TestNetDropCutsWait(t *testing.T) {
+	setFullWait(t, time.Hour)
+	n, execEnd, parentEnd := netWithChannel(t)
+	ch := n.chans[1]
+	fillChannel(t, ch)
+	if err := n.deliver(1, netip.MustParseAddrPort("127.0.0.1:2"), []byte(body("alice", ""))); err != nil {
+		t.Fatal(err)
+	}
+	waitWaiting(t, ch, 1)
+	dropped := make(chan struct{})
+	go func() {
+		n.closeAll()
+		close(dropped)
+	}()
+	select {
+	case <-dropped:
+	case <-time.After(10 * time.Second):
+		// Read, so that the drop ends and the test with it.
+		go func() {
+			for {
+				if _, err := execEnd.Recv(); err != nil {
+					return
+				}
+			}
+		}()
+		<-dropped
+		t.Fatal("the drop still waited for the flusher after 10 s")
+	}
+	parentEnd.SetDeadline(time.Now().Add(10 * time.Second))
+	m, err := parentEnd.Recv()
+	if err != nil || m.Type != msgOwed {
+		t.Fatalf("after the drop: %v, want the parent told of a recovery owed", err)
+	}
+	var o wireOwed
+	if err := decode(m, &o); err != nil || o != (wireOwed{Target: 1, Owed: true}) {
+		t.Fatalf("owed report %q: %v", m.Payload, err)
+	}
 }

@@ -74,6 +74,12 @@ type execChan struct {
 	flush    chan struct{}
 	flushing bool
 	idle     sync.Cond
+	// waiting are the frames the flusher holds while it waits for room
+	// in waitingOn, a full socket; they count against maxBatches.
+	// dropping is set once flushLocked runs: the flusher no longer waits.
+	waiting   int
+	waitingOn *privsep.Conn
+	dropping  bool
 	// owedUsers are the users of the events that could not be handed
 	// over while a recovery is owed (at most maxOwedUsers), and sending
 	// what the recovery being sent has left to say: a recovery of
@@ -300,7 +306,7 @@ func (ch *execChan) enqueueLocked(peer, body []byte, size int) bool {
 	k := len(ch.queue)
 	wasEmpty := k == 0
 	if k == 0 || len(ch.queue[k-1])+size > privsep.HeaderLen+privsep.MaxPayload {
-		if k == maxBatches {
+		if k+ch.waiting >= maxBatches {
 			return false
 		}
 		ch.queue = append(ch.queue, privsep.StartFrame(ch.spare))
@@ -319,7 +325,12 @@ func (ch *execChan) enqueueLocked(peer, body []byte, size int) bool {
 }
 
 // flusher sends what the channel queues each time flush, ch.flush, wakes
-// it, until the channel is dropped.
+// it, until the channel is dropped. When the exec process's socket is
+// full it waits up to fullWait for room before what it took is owed a
+// recovery: an exec process held up for a moment under load (a busy
+// machine, a collection) then costs nothing, where a recovery would run
+// every one of its handlers. Requests are answered meanwhile, their
+// events queued within maxBatches, the frames waiting counted in.
 func (ch *execChan) flusher(flush <-chan struct{}) {
 	for range flush {
 		ch.mu.Lock()
@@ -329,18 +340,70 @@ func (ch *execChan) flusher(flush <-chan struct{}) {
 		ch.mu.Unlock()
 		// Outside mu: requests queue the next batch meanwhile.
 		sent, err := sendBatches(conn, q)
+		if sent < len(q) && errors.Is(err, privsep.ErrWouldBlock) {
+			ch.mu.Lock()
+			wait := !ch.dropping
+			if wait {
+				ch.waiting, ch.waitingOn = len(q)-sent, conn
+			}
+			ch.mu.Unlock()
+			if wait {
+				var more int
+				more, err = sendWaiting(conn, q[sent:], fullWait)
+				sent += more
+			}
+		}
 		ch.mu.Lock()
 		ch.flushing = false
+		ch.waiting, ch.waitingOn = 0, nil
 		ch.idle.Broadcast()
 		ch.sentLocked(q, sent, conn, err)
 		ch.mu.Unlock()
 	}
 }
 
+// fullWait is how long the flusher waits for room in a full socket
+// before it gives what it could not send to a recovery. A variable for
+// the tests.
+var fullWait = 250 * time.Millisecond
+
+// sendWaiting sends the frames of q on conn in order, sealed as
+// msgEvents, waiting for room for at most d in all, until one fails; it
+// returns how many went. Running out of time, or being cut short by
+// flushLocked, is reported as a full socket (privsep.ErrWouldBlock).
+func sendWaiting(conn *privsep.Conn, q [][]byte, d time.Duration) (int, error) {
+	deadline := time.Now().Add(d)
+	for i, f := range q {
+		if err := privsep.SealFrame(f, msgEvents); err != nil {
+			return i, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return i, privsep.ErrWouldBlock
+		}
+		if err := conn.SendFrameTimeout(left, f); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return i, fmt.Errorf("%w: %w", privsep.ErrWouldBlock, err)
+			}
+			return i, err
+		}
+	}
+	return len(q), nil
+}
+
 // flushLocked sends the queue at once, for a channel being dropped. It
-// waits for the flusher to finish what it took. Must be called with mu
-// held.
+// waits for the flusher to finish what it took, cutting short a wait for
+// room (n.mu is held, and requests for every account wait for it): what
+// the flusher could not send is then owed, as with no wait. Must be
+// called with mu held.
 func (ch *execChan) flushLocked() {
+	// Under mu, as the flusher decides to wait: either it waits already
+	// and is cut short here, or it sees dropping and does not wait. The
+	// deadline stays on a socket about to be closed.
+	ch.dropping = true
+	if ch.waitingOn != nil {
+		ch.waitingOn.SetDeadline(time.Now())
+	}
 	for ch.flushing {
 		ch.idle.Wait()
 	}

@@ -159,6 +159,20 @@ func (c *Conn) SendTimeout(d time.Duration, typ uint32, payload []byte, files ..
 	if err != nil {
 		return err
 	}
+	return c.sendTimeout(d, typ, frame, files)
+}
+
+// SendFrameTimeout is SendTimeout of a frame the caller built with
+// NewFrame or StartFrame and sealed, sent as it is.
+func (c *Conn) SendFrameTimeout(d time.Duration, frame []byte) error {
+	typ, _, err := DecodeFrame(frame)
+	if err != nil {
+		return fmt.Errorf("privsep: send: %w", err)
+	}
+	return c.sendTimeout(d, typ, frame, nil)
+}
+
+func (c *Conn) sendTimeout(d time.Duration, typ uint32, frame []byte, files []*os.File) error {
 	deadline := time.Now().Add(d)
 	timer := time.NewTimer(d)
 	defer timer.Stop()

@@ -456,6 +456,47 @@ func TestSendTimeoutPeerNotReading(t *testing.T) {
 	}
 }
 
+// SendFrameTimeout waits for room and sends the frame as it is once the
+// peer reads; a SetDeadline that comes sooner cuts it short, the frame
+// not sent.
+func TestSendFrameTimeout(t *testing.T) {
+	a, b := connPair(t)
+	a.SetDeadline(time.Time{})
+	frame, err := EncodeFrame(7, []byte("waited"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := fill(t, a)
+	waiting := async(func() error { return a.SendFrameTimeout(guard, frame) })
+	waitParked(t, "(*FD).WriteMsg")
+	drain(t, b, n)
+	if err := result(t, "SendFrameTimeout once the peer read", waiting); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := b.Recv(); err != nil || m.Type != 7 || string(m.Payload) != "waited" {
+		t.Fatalf("Recv = type %d %q, %v; want 7 \"waited\"", m.Type, m.Payload, err)
+	}
+
+	n = fill(t, a)
+	cut := async(func() error { return a.SendFrameTimeout(guard, frame) })
+	waitParked(t, "(*FD).WriteMsg")
+	a.SetDeadline(time.Now())
+	if err := result(t, "SendFrameTimeout cut short", cut); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("SendFrameTimeout after SetDeadline(now) = %v, want os.ErrDeadlineExceeded", err)
+	}
+	a.SetDeadline(time.Time{})
+	drain(t, b, n)
+	if err := a.Send(8, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := b.Recv(); err != nil || m.Type != 8 {
+		t.Fatalf("Recv = type %d, %v; want 8, and not the frame cut short", m.Type, err)
+	}
+	if err := a.SendFrameTimeout(guard, []byte("short")); err == nil {
+		t.Error("SendFrameTimeout of bytes that are no frame: nil, want an error")
+	}
+}
+
 func TestSendTimeoutBehindBlockedSend(t *testing.T) {
 	a, b := connPair(t)
 	a.SetDeadline(time.Time{})
