@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -407,4 +410,38 @@ func TestNetRecoveryNamesEveryUser(t *testing.T) {
 		t.Errorf("%d users recovered: the test did not fill more than one message", len(recovered))
 	}
 	n.owed(t, "acct_v", false)
+}
+
+// The parent's copy of the listening socket is left out of its poller,
+// where every connection would wake it for nothing, and the network
+// process still accepts on it.
+func TestBindOutsideThePoller(t *testing.T) {
+	addr, f, err := bind("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.SetReadDeadline(time.Now()); !errors.Is(err, os.ErrNoDeadline) {
+		t.Fatalf("SetReadDeadline on the parent's socket: %v, want os.ErrNoDeadline (a file outside the poller)", err)
+	}
+	// What the network process does with its copy.
+	ln, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := net.Dial("tcp", addr.String()); err == nil {
+			c.Close()
+		}
+	}()
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("accept on the network process's copy: %v", err)
+	}
+	c.Close()
+	if err := f.SetReadDeadline(time.Now()); !errors.Is(err, os.ErrNoDeadline) {
+		t.Fatalf("after the network process's copy went non-blocking: %v, want os.ErrNoDeadline", err)
+	}
 }
