@@ -112,6 +112,9 @@ const (
 	throughputComment = "delay = \"1h\": no command runs while the throughput is measured, every event goes through the exec process's scheduling"
 )
 
+// floorName ends the name of a floor row.
+const floorName = ", floor of the shape: bare + hand-over to a second process"
+
 // TestBench is the driver of make bench: see the package comment.
 func TestBench(t *testing.T) {
 	s := settingsFromEnv(t)
@@ -146,7 +149,6 @@ func TestBench(t *testing.T) {
 		newConn := r.pairs(t, s, "HTTP new connection per request", targetNewConn, users, target(false, bare), target(false, imse), bare, imse)
 		sampler.end()
 		r.underLoad, r.loadSum = sampler.max, sampler.sum
-		const floorName = ", floor of the shape: bare + hand-over to a second process"
 		floorKeepAlive := r.pairs(t, s, "HTTP keep-alive"+floorName, 0, users, target(true, bare), target(true, floor), bare, floor)
 		floorNewConn := r.pairs(t, s, "HTTP new connection per request"+floorName, 0, users, target(false, bare), target(false, floor), bare, floor)
 		r.againstFloor("HTTP keep-alive", keepAlive, floorKeepAlive, targetKeepAlive)
@@ -172,10 +174,20 @@ func TestBench(t *testing.T) {
 			}
 			warm(t, s, target(true, bare), users)
 			warm(t, s, target(true, imse), users)
-			r.pairs(t, s, "HTTPS "+c.name+" new connection", c.target, users, target(false, bare), target(false, imse), bare, imse)
-			r.pairs(t, s, "HTTPS "+c.name+" keep-alive", c.target, users, target(true, bare), target(true, imse), bare, imse)
+			newConn := r.pairs(t, s, "HTTPS "+c.name+" new connection", c.target, users, target(false, bare), target(false, imse), bare, imse)
+			keepAlive := r.pairs(t, s, "HTTPS "+c.name+" keep-alive", c.target, users, target(true, bare), target(true, imse), bare, imse)
 			r.startups = append(r.startups, imse.startup)
 			imse.stop(t)
+			if c.target > 0 {
+				// The floor over TLS, for the rows with a target.
+				floor := startBare(t, bareBin, "https -forward "+c.name, kp.certFile, kp.keyFile, "-forward")
+				warm(t, s, target(true, floor), users)
+				floorNewConn := r.pairs(t, s, "HTTPS "+c.name+" new connection"+floorName, 0, users, target(false, bare), target(false, floor), bare, floor)
+				floorKeepAlive := r.pairs(t, s, "HTTPS "+c.name+" keep-alive"+floorName, 0, users, target(true, bare), target(true, floor), bare, floor)
+				r.againstFloor("HTTPS "+c.name+" new connection", newConn, floorNewConn, c.target)
+				r.againstFloor("HTTPS "+c.name+" keep-alive", keepAlive, floorKeepAlive, c.target)
+				floor.stop(t)
+			}
 			bare.stop(t)
 		}
 	}
@@ -308,7 +320,7 @@ func (r *report) header(t *testing.T, s settings, root bool, account string) {
 	if s.parts["http"] || s.parts["https"] {
 		r.head = append(r.head, "CPU/req: CPU time per request of the server (every process of imserious; bare with its -forward process) + of the client, the bench's own process, which also reads the servers' log lines; on a machine whose CPUs are all busy the ratio follows the sums")
 	}
-	if s.parts["http"] {
+	if s.parts["http"] || s.parts["https"] {
 		r.head = append(r.head, "the floor rows' B is bare handing each body to a second process, in a session of its own, that decodes it again (imserious-bare -forward), in batches sent after the answers as imserious sends its events: what the hand-over costs by itself, without any of imserious's own work; read imserious's ratio against the floor's")
 	}
 }

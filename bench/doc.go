@@ -16,14 +16,14 @@
 // ratio for HTTP and HTTPS (ECDSA P-256, and RSA-2048 for reference),
 // keep-alive and a new connection per request, measured in pairs that
 // alternate bare (A) and imserious (B) so that drift of the machine
-// cancels; for HTTP, two reference rows of the floor of the process
-// shape, bare against bare handing every body to a second process in a
-// session of its own that decodes it again (imserious-bare -forward),
-// batched after the answers as imserious hands its events over: what
-// the hand-over costs by itself, without imserious's own work, so that
-// imserious's ratio reads against the floor's rather than 1 (a line
-// says whether the floor reaches each target); the
-// time from a request to its command's start; a burst of
+// cancels; for HTTP and for HTTPS with ECDSA, two reference rows each
+// of the floor of the process shape, bare against bare handing every
+// body to a second process in a session of its own that decodes it
+// again (imserious-bare -forward), batched after the answers as
+// imserious hands its events over: what the hand-over costs by itself,
+// without imserious's own work, so that imserious's ratio reads against
+// the floor's rather than 1 (a line says whether the floor reaches each
+// target); the time from a request to its command's start; a burst of
 // notifications against limit_burst = 1; start-up time and memory with
 // 10,000 handlers; as root, 10,000 distinct users through one wildcard
 // handler (user = "*": start-up, every user's run, the exec process's
