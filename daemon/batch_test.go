@@ -220,15 +220,7 @@ func TestNetQueueBound(t *testing.T) {
 		t.Fatalf("an event past the bound: err %v, owed %v, user named %v; want a recovery owed for carol", err, owed, named)
 	}
 	// Sent before takeLocked returned: the deadline only bounds a failure.
-	parentEnd.SetDeadline(time.Now().Add(time.Second))
-	m, err := parentEnd.Recv()
-	if err != nil || m.Type != msgOwed {
-		t.Fatalf("the parent was not told before the answer: %v", err)
-	}
-	var o wireOwed
-	if err := decode(m, &o); err != nil || o != (wireOwed{Target: 1, Owed: true}) {
-		t.Fatalf("owed report %q: %v", m.Payload, err)
-	}
+	expectOwed(t, parentEnd, time.Second, 1, true)
 }
 
 // A channel dropped, as at the network process's end, sends what it has
@@ -423,13 +415,5 @@ func TestNetDropCutsWait(t *testing.T) {
 		<-dropped
 		t.Fatal("the drop still waited for the flusher after 10 s")
 	}
-	parentEnd.SetDeadline(time.Now().Add(10 * time.Second))
-	m, err := parentEnd.Recv()
-	if err != nil || m.Type != msgOwed {
-		t.Fatalf("after the drop: %v, want the parent told of a recovery owed", err)
-	}
-	var o wireOwed
-	if err := decode(m, &o); err != nil || o != (wireOwed{Target: 1, Owed: true}) {
-		t.Fatalf("owed report %q: %v", m.Payload, err)
-	}
+	expectOwed(t, parentEnd, 10*time.Second, 1, true)
 }

@@ -111,6 +111,25 @@ func recvType(t testing.TB, c *privsep.Conn, typ uint32) privsep.Msg {
 	return m
 }
 
+// expectOwed reads the next message from the parent's end c, within,
+// and fails the test unless it is a msgOwed report of owed for target.
+func expectOwed(t testing.TB, c *privsep.Conn, within time.Duration, target int, owed bool) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(within))
+	defer c.SetDeadline(time.Time{})
+	m, err := c.Recv()
+	if err != nil {
+		t.Fatalf("waiting for %s within %v: %v", msgName(msgOwed), within, err)
+	}
+	if m.Type != msgOwed {
+		t.Fatalf("got %s (%q), want %s", msgName(m.Type), m.Payload, msgName(msgOwed))
+	}
+	var o wireOwed
+	if err := decode(m, &o); err != nil || o != (wireOwed{Target: target, Owed: owed}) {
+		t.Fatalf("owed report %q (%v), want target %d owed %v", m.Payload, err, target, owed)
+	}
+}
+
 // eventBodies returns the bodies of the events of a msgEvent or msgEvents
 // message, in order; another message fails the test.
 func eventBodies(t testing.TB, m privsep.Msg) [][]byte {

@@ -211,14 +211,7 @@ command = "/bin/true"
 // owed waits for the parent's report about target.
 func (n *netUnderTest) owed(t *testing.T, acct string, want bool) {
 	t.Helper()
-	m := recvType(t, n.ctl, msgOwed)
-	var o wireOwed
-	if err := decode(m, &o); err != nil {
-		t.Fatal(err)
-	}
-	if o.Target != n.st.targets[acct] || o.Owed != want {
-		t.Fatalf("owed report %+v, want target %d owed %v", o, n.st.targets[acct], want)
-	}
+	expectOwed(t, n.ctl, 30*time.Second, n.st.targets[acct], want)
 }
 
 // drain reads events from an exec process's end until a recovery
